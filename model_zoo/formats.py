@@ -1,0 +1,143 @@
+"""One small filter per release layout: checkpoint object -> timm `VisionTransformer` backbone state dict.
+
+Each layout says where the encoder lives (which top-level key, for the teacher and the student), which
+prefixes to strip, and which non-backbone keys it is known to carry (dropped). Anything else left over is
+an error: a file that does not fit is refused, never half-loaded.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .safe_load import CheckpointError
+
+BACKBONE = re.compile(r"^(cls_token|pos_embed|patch_embed\.|blocks\.\d+\.|norm\.)")
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str
+    container: str | None = None  # top-level key holding the state dict (None: the file is the state dict)
+    teacher_key: str | None = None  # full checkpoints: key of the encoder the official evaluation uses
+    student_key: str | None = None  # ... and of the student / online encoder
+    prefixes: tuple[str, ...] = ()  # stripped in order, each when present
+    drop: str = r"$^"  # regex of known non-backbone keys (after prefix stripping)
+
+    def state_dict(self, ckpt, weights: str = "teacher") -> dict:
+        if not isinstance(ckpt, dict):
+            raise CheckpointError(f"layout {self.name}: expected a dict, got {type(ckpt).__name__}")
+        if weights not in ("teacher", "student"):
+            raise ValueError(f"weights must be 'teacher' or 'student', got {weights!r}")
+        key = self.teacher_key if weights == "teacher" else self.student_key
+        if weights == "student" and key is None:
+            raise ValueError(f"layout {self.name} ({self.description}) holds one encoder only; "
+                             "weights='student' needs a full training checkpoint")
+        key = key or self.container
+        sd = ckpt if key is None else ckpt.get(key)
+        if not isinstance(sd, dict):
+            raise CheckpointError(f"layout {self.name}: top-level key {key!r} missing or not a state dict "
+                                  f"(top-level keys: {sorted(map(str, ckpt))[:12]})")
+        out, unknown = {}, []
+        for k, v in sd.items():
+            for p in self.prefixes:
+                k = k[len(p):] if k.startswith(p) else k
+            if BACKBONE.match(k):
+                out[k] = v
+            elif not re.match(self.drop, k):
+                unknown.append(k)
+        if unknown:
+            raise CheckpointError(f"layout {self.name}: unexpected non-backbone keys {unknown[:10]}"
+                                  f"{' ...' if len(unknown) > 10 else ''}; wrong layout? pass layout=...")
+        if not out:
+            raise CheckpointError(f"layout {self.name}: no backbone keys found under {key!r}")
+        return out
+
+
+_HEAD = r"head\."
+LAYOUTS: dict[str, Layout] = {l.name: l for l in [
+    Layout("dino_backbone", "DINO *_pretrain.pth: flat teacher backbone state dict"),
+    Layout("dino_full", "DINO *_full_checkpoint.pth: student/teacher with DINOHead", None, "teacher", "student",
+           ("module.", "backbone."), _HEAD),
+    Layout("ibot_teacher", "iBOT checkpoint_teacher.pth: {'state_dict': backbone}", "state_dict"),
+    Layout("ibot_teacher_with_head", "iBOT checkpoint_teacher.pth extracted --with_head true", "state_dict",
+           drop=_HEAD),
+    Layout("ibot_full", "iBOT checkpoint.pth: student/teacher, iBOTHead, masked_embed", None, "teacher",
+           "student", ("module.", "backbone."), r"(head\.|masked_embed$)"),
+    Layout("mae_encoder", "MAE mae_pretrain_vit_*.pth: {'model': encoder}", "model"),
+    Layout("mae_full", "MAE *_full.pth: {'model': encoder + decoder}", "model",
+           drop=r"(mask_token$|decoder_)"),
+    Layout("msn", "MSN *.pth.tar: target_encoder/encoder with projection head fc", None, "target_encoder",
+           "encoder", ("module.",), r"fc\."),
+    Layout("lowshot", "lowshot-bench .safetensors: backbone (teacher) + config metadata", "state_dict"),
+]}
+
+
+def detect_layout(ckpt) -> str:
+    """Name of the layout of an unknown checkpoint object; CheckpointError when nothing fits."""
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"cannot detect the layout of a {type(ckpt).__name__}; expected a dict")
+    keys = set(map(str, ckpt))
+    if "metadata" in keys and ckpt.get("metadata", {}).get("format", "").startswith("lowshot"):
+        return "lowshot"
+    if {"target_encoder", "encoder"} <= keys:
+        return "msn"
+    if {"teacher", "student"} <= keys:
+        student = ckpt["student"] if isinstance(ckpt["student"], dict) else {}
+        if "ibot_loss" in keys or any(k.endswith("masked_embed") for k in student):
+            return "ibot_full"
+        return "dino_full"
+    if "state_dict" in keys and isinstance(ckpt["state_dict"], dict):
+        return "ibot_teacher_with_head" if any(k.startswith("head.") for k in ckpt["state_dict"]) else "ibot_teacher"
+    if "model" in keys and isinstance(ckpt["model"], dict):
+        return "mae_full" if any(k.startswith("decoder_") for k in ckpt["model"]) else "mae_encoder"
+    if "cls_token" in keys and any(k.startswith("blocks.") for k in keys):
+        return "dino_backbone"
+    raise CheckpointError(f"unrecognised checkpoint layout (top-level keys: {sorted(keys)[:12]}); "
+                          f"pass layout= one of {sorted(LAYOUTS)}")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    embed_dim: int
+    depth: int
+    patch_size: int
+    grid: int  # pos-embed grid side of the checkpoint (img_size = grid * patch_size)
+    mlp_ratio: float
+    qkv_bias: bool
+
+    @property
+    def img_size(self) -> int:
+        return self.grid * self.patch_size
+
+
+def infer_architecture(sd: dict) -> Architecture:
+    """Everything but num_heads follows from the shapes."""
+    try:
+        embed_dim = sd["cls_token"].shape[-1]
+        depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
+        patch_size = sd["patch_embed.proj.weight"].shape[-1]
+        n_patches = sd["pos_embed"].shape[1] - 1
+        hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"cannot infer the architecture: missing backbone key {e}") from None
+    grid = math.isqrt(n_patches)
+    if grid * grid != n_patches:
+        raise CheckpointError(f"pos_embed has {n_patches} patch positions, not a square grid")
+    return Architecture(embed_dim, depth, patch_size, grid, hidden / embed_dim, "blocks.0.attn.qkv.bias" in sd)
+
+
+def check_fits(model: torch.nn.Module, sd: dict, source: str) -> None:
+    """Raise CheckpointError listing missing / unexpected / mis-shaped keys before a strict load."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]  # model order: blocks.2 before blocks.10
+    unexpected = [k for k in sd if k not in expected]
+    misshaped = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
+                 for k in expected if k in sd and sd[k].shape != expected[k].shape]
+    if missing or unexpected or misshaped:
+        parts = [f"{name} ({len(v)}): {v[:8]}{' ...' if len(v) > 8 else ''}"
+                 for name, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if v]
+        raise CheckpointError(f"{source} does not fit the architecture; " + "; ".join(parts))

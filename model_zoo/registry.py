@@ -1,0 +1,152 @@
+"""What a model *is*: one entry per public release, plus each method's own evaluation rules.
+
+Method rules (low-shot feature, position-embedding resize, eval interpolation, linear-eval pooling) are
+properties of the *method* and live in `METHODS`; an entry names its method and so carries them.
+Sources for each rule are given inline; `../shared/fixtures/official_checkpoints/README.md` measured them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    # Feature the low-shot protocols use (a key of FeatureExtractor.extract).
+    lowshot_feature: str
+    # How position embeddings follow the input size (see model_zoo/pos_embed.py).
+    pos_embed_rule: str
+    # Interpolation of the evaluation resize (shorter side -> 256) in the method's own eval code.
+    interpolation: str
+    # How the method's own linear-eval pooled feature is built, or None when it has none.
+    linear_pool: str | None
+    # Which stored encoder the official evaluation reads from a full checkpoint.
+    eval_weights: str = "teacher"
+
+
+METHODS: dict[str, MethodSpec] = {
+    # DINO eval_knn/eval_linear: Resize(256, interpolation=3 = bicubic); k-NN on the normed CLS;
+    # ViT-B linear recipe interleaves CLS and mean patch per channel.
+    "dino": MethodSpec("dino", "cls", "dino", "bicubic", "interleave"),
+    # iBOT: same transforms and interpolation code as DINO; its avgpool=2 recipe concatenates.
+    "ibot": MethodSpec("ibot", "cls", "dino", "bicubic", "concat"),
+    # MAE main_linprobe: Resize(256, BICUBIC); pos_embed resized once at load; global_pool uses a fresh fc_norm.
+    "mae": MethodSpec("mae", "cls", "mae", "bicubic", "mae_fc_norm"),
+    # MSN logistic_eval: transforms.Resize(256) (bilinear default); forward_blocks(x, 1) = CLS before the
+    # final norm; one scale factor for the pos-embed resize; reads `target_encoder`.
+    "msn": MethodSpec("msn", "cls_prenorm", "msn", "bilinear", None, eval_weights="target_encoder"),
+    # MaskCluster (this project's pretraining, iBOT-style code): DINO rules, concatenated linear pooling.
+    "maskcluster": MethodSpec("maskcluster", "cls", "dino", "bicubic", "concat"),
+}
+
+# embed_dim, depth, num_heads. num_heads cannot be inferred from weights, so it comes from here or the caller.
+ARCHS: dict[str, tuple[int, int, int]] = {
+    "vit_small": (384, 12, 6),
+    "vit_base": (768, 12, 12),
+    "vit_large": (1024, 24, 16),
+    "vit_huge": (1280, 32, 16),
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    method: str
+    arch: str
+    patch_size: int
+    layout: str
+    url: str | None = None
+    sha256: str | None = None  # None: recorded in the cache manifest on first download
+    bundled: str | None = None  # path of a checkpoint shipped inside the package (tiny models)
+    img_size: int = 224
+    embed_dim: int = 0
+    depth: int = 0
+    num_heads: int = 0
+    notes: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"{self.name}: unknown method {self.method!r}")
+        if not self.embed_dim:
+            dim, depth, heads = ARCHS[self.arch]
+            object.__setattr__(self, "embed_dim", dim)
+            object.__setattr__(self, "depth", depth)
+            object.__setattr__(self, "num_heads", heads)
+
+    @property
+    def spec(self) -> MethodSpec:
+        return METHODS[self.method]
+
+    @property
+    def lowshot_feature(self) -> str:
+        return self.spec.lowshot_feature
+
+    @property
+    def pos_embed_rule(self) -> str:
+        return self.spec.pos_embed_rule
+
+    @property
+    def interpolation(self) -> str:
+        return self.spec.interpolation
+
+    @property
+    def file_name(self) -> str:
+        if self.url:
+            # Release files of different models share names (iBOT: checkpoint_teacher.pth): prefix the entry.
+            return f"{self.name}--{self.url.rsplit('/', 1)[-1]}"
+        return Path(self.bundled or self.name).name
+
+    @property
+    def num_params(self) -> int:
+        """Backbone parameter count computed from the architecture (mlp_ratio 4, qkv bias)."""
+        d, p = self.embed_dim, self.patch_size
+        grid = (self.img_size // p) ** 2
+        block = 4 * d * d + 4 * d + 8 * d * d + 5 * d + 4 * d  # attn qkv+proj, mlp fc1+fc2, two norms
+        return 3 * p * p * d + d + d + (grid + 1) * d + self.depth * block + 2 * d
+
+
+_DINO = "https://dl.fbaipublicfiles.com/dino"
+_IBOT = "https://lf3-nlp-opensource.bytetos.com/obj/nlp-opensource/archive/2022/ibot"
+_MAE = "https://dl.fbaipublicfiles.com/mae/pretrain"
+_MSN = "https://dl.fbaipublicfiles.com/msn"
+
+_ENTRIES = [
+    ModelEntry("dino-vits16", "dino", "vit_small", 16, "dino_backbone",
+               f"{_DINO}/dino_deitsmall16_pretrain/dino_deitsmall16_pretrain.pth"),
+    ModelEntry("dino-vitb16", "dino", "vit_base", 16, "dino_backbone",
+               f"{_DINO}/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth"),
+    ModelEntry("dino-vits8", "dino", "vit_small", 8, "dino_backbone",
+               f"{_DINO}/dino_deitsmall8_pretrain/dino_deitsmall8_pretrain.pth"),
+    ModelEntry("dino-vitb8", "dino", "vit_base", 8, "dino_backbone",
+               f"{_DINO}/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"),
+    ModelEntry("ibot-vits16", "ibot", "vit_small", 16, "ibot_teacher", f"{_IBOT}/vits_16/checkpoint_teacher.pth"),
+    ModelEntry("ibot-vitb16", "ibot", "vit_base", 16, "ibot_teacher", f"{_IBOT}/vitb_16/checkpoint_teacher.pth"),
+    ModelEntry("ibot-vitl16", "ibot", "vit_large", 16, "ibot_teacher", f"{_IBOT}/vitl_16/checkpoint_teacher.pth"),
+    ModelEntry("mae-vitb16", "mae", "vit_base", 16, "mae_encoder", f"{_MAE}/mae_pretrain_vit_base.pth"),
+    ModelEntry("mae-vitl16", "mae", "vit_large", 16, "mae_encoder", f"{_MAE}/mae_pretrain_vit_large.pth"),
+    ModelEntry("mae-vith14", "mae", "vit_huge", 14, "mae_encoder", f"{_MAE}/mae_pretrain_vit_huge.pth"),
+    ModelEntry("msn-vits16", "msn", "vit_small", 16, "msn", f"{_MSN}/vits16_800ep.pth.tar"),
+    ModelEntry("msn-vitb16", "msn", "vit_base", 16, "msn", f"{_MSN}/vitb16_600ep.pth.tar"),
+    ModelEntry("msn-vitl16", "msn", "vit_large", 16, "msn", f"{_MSN}/vitl16_600ep.pth.tar"),
+    ModelEntry("msn-vitb4", "msn", "vit_base", 4, "msn", f"{_MSN}/vitb4_300ep.pth.tar"),
+    ModelEntry("msn-vitl7", "msn", "vit_large", 7, "msn", f"{_MSN}/vitl7_200ep.pth.tar"),
+]
+
+REGISTRY: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    if entry.name in REGISTRY:
+        raise ValueError(f"model {entry.name!r} is already registered")
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))} "
+                       "(or pass the path of a checkpoint file)") from None

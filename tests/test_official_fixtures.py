@@ -1,0 +1,93 @@
+"""Every reference tensor of every official-layout fixture, from every checkpoint file, to 1e-5.
+
+The references were computed by each method's official code; see ../shared/fixtures/official_checkpoints.
+Nothing here depends on the fixtures' sizes: dims are inferred from the files, num_heads read from config.json.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from model_zoo import load_model
+from model_zoo.formats import detect_layout
+from model_zoo.safe_load import load_checkpoint
+
+from .conftest import FIXTURES
+
+TOL = 1e-5
+# expected.pt key -> (feature name of the interface, which encoder of the file)
+KEY_MAP = {
+    "cls_norm": ("cls", "teacher"),
+    "patch_norm": ("patch", "teacher"),
+    "cls_last4_norm": ("cls_last4", "teacher"),
+    "dino_linear_n1_avgpool": ("linear_avgpool", "teacher"),
+    "ibot_linear_n1_avgpool2": ("linear_avgpool", "teacher"),
+    "mae_avgpool": ("linear_avgpool", "teacher"),
+    "mae_cls_norm": ("cls", "teacher"),
+    "msn_forward_blocks1": ("cls_prenorm", "teacher"),
+    "student_cls_norm": ("cls", "student"),
+    "student_patch_norm": ("patch", "student"),
+    "encoder_cls_norm": ("cls", "student"),
+}
+EXPECTED_LAYOUT = {
+    "dino_pretrain.pth": "dino_backbone", "dino_pretrain_full_checkpoint.pth": "dino_full",
+    "checkpoint_teacher.pth": "ibot_teacher", "checkpoint_teacher_with_head.pth": "ibot_teacher_with_head",
+    "checkpoint.pth": "ibot_full", "mae_pretrain.pth": "mae_encoder", "mae_pretrain_full.pth": "mae_full",
+    "msn_pretrain.pth.tar": "msn",
+}
+FULL = {"dino_full", "ibot_full", "msn"}
+
+
+def _cases():
+    if not FIXTURES.exists():
+        return [pytest.param(None, None, marks=pytest.mark.skip(
+            reason=f"official fixtures not found at {FIXTURES} (../shared beside the checkout)"))]
+    cases = []
+    for method_dir in sorted(p for p in FIXTURES.iterdir() if (p / "expected.pt").exists()):
+        for f in sorted(method_dir.glob("*.pth*")):
+            cases.append(pytest.param(method_dir.name, f.name, id=f"{method_dir.name}/{f.name}"))
+    return cases
+
+
+@pytest.mark.parametrize("method,file_name", _cases())
+def test_every_reference_tensor(method, file_name):
+    directory = FIXTURES / method
+    config = json.loads((directory / "config.json").read_text())
+    expected = torch.load(directory / "expected.pt")
+    inputs = {False: torch.load(FIXTURES / config["input"]), True: torch.load(FIXTURES / config["input_interp"])}
+    path = directory / file_name
+    layout = detect_layout(load_checkpoint(path))
+    if file_name in EXPECTED_LAYOUT:
+        assert layout == EXPECTED_LAYOUT[file_name]
+    models = {}
+    checked = 0
+    for key, reference in expected.items():
+        interp = key.endswith("_interp")
+        feature, weights = KEY_MAP[key.removesuffix("_interp")]
+        if weights == "student" and layout not in FULL:
+            continue  # student references come from full checkpoints only
+        if weights not in models:
+            models[weights] = load_model(path, method=method, num_heads=config["num_heads"], weights=weights)
+        out = models[weights].extract(inputs[interp], [feature])[feature]
+        assert out.shape == reference.shape, key
+        err = (out - reference).abs().max().item()
+        assert err <= TOL, f"{file_name} {key}: max abs error {err:.2e}"
+        checked += 1
+    assert checked >= 6
+
+
+@pytest.mark.parametrize("method", ["dino", "ibot", "mae", "msn"])
+def test_lowshot_feature_is_the_methods_own(method):
+    directory = FIXTURES / method
+    if not directory.exists():
+        pytest.skip(f"official fixtures not found at {FIXTURES}")
+    config = json.loads((directory / "config.json").read_text())
+    path = next(directory.glob("*.pth*"))
+    model = load_model(path, method=method, num_heads=config["num_heads"])
+    expected = torch.load(directory / "expected.pt")
+    x = torch.load(FIXTURES / config["input"])
+    want = expected["msn_forward_blocks1"] if method == "msn" else expected["cls_norm"]
+    got = model.extract(x, [model.lowshot_feature])[model.lowshot_feature]
+    assert (got - want).abs().max() <= TOL
