@@ -1,0 +1,304 @@
+"""PASCAL VOC readers: VOC2007 multi-label classification and VOC2012 semantic segmentation.
+
+Layout (the official tarballs)::
+
+    VOCdevkit/VOC2007/JPEGImages/<name>.jpg
+    VOCdevkit/VOC2007/Annotations/<name>.xml
+    VOCdevkit/VOC2007/ImageSets/Main/{trainval,test}.txt
+    VOCdevkit/VOC2012/SegmentationClass/<name>.png          (palette PNG, index = class)
+    VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val}.txt
+    VOCdevkit/VOC2012/SegmentationClassAug/<name>.png       (optional, SBD-augmented masks)
+    VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt  (optional, 10,582 names)
+
+``root`` may be the folder that contains ``VOCdevkit``, ``VOCdevkit`` itself, or the
+``VOC2007`` / ``VOC2012`` folder itself.
+
+Everything listed by the split file is checked when the dataset is built (annotation
+parsed, image present); a problem raises ``FileNotFoundError`` / ``ValueError`` naming the
+file -- nothing is skipped silently. Images and masks are read lazily.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "VOC2007MultiLabel", "VOC2012Segmentation", "resolve_voc_dir"]
+
+#: The 20 VOC object classes in the standard (devkit) order.
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)  # fmt: skip
+#: Segmentation classes: background (index 0) + the 20 object classes (indices 1..20).
+VOC_SEG_CLASSES = ("background",) + VOC_CLASSES
+
+IGNORE_INDEX = 255
+
+
+def resolve_voc_dir(root: str, year: str) -> str:
+    """Return the real path of ``VOC<year>`` given ``root`` (see the module docstring)."""
+    name = f"VOC{year}"
+    root_abs = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(root_abs):
+        raise FileNotFoundError(f"VOC root {root_abs} does not exist or is not a directory")
+    candidates = [os.path.join(root_abs, "VOCdevkit", name), os.path.join(root_abs, name)]
+    base = os.path.basename(os.path.normpath(root_abs))
+    if not (re.fullmatch(r"VOC\d{4}", base) and base != name):  # never accept another year's folder
+        candidates.append(root_abs)
+    for cand in candidates:
+        if os.path.isdir(os.path.join(cand, "JPEGImages")) and os.path.isdir(os.path.join(cand, "ImageSets")):
+            return os.path.realpath(cand)
+    raise FileNotFoundError(
+        f"could not find {name} under {root_abs}: expected a folder with JPEGImages/ and ImageSets/ at one of "
+        + ", ".join(candidates)
+        + f" (pass the folder containing VOCdevkit, VOCdevkit itself, or {name} itself)"
+    )
+
+
+def read_name_list(path: str) -> list[str]:
+    """Read an image-name list (one name per line; blank lines ignored).
+
+    A line may also be a DeepLab-style pair such as ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``:
+    the name is then the stem of its first path. Missing, empty or duplicated lists raise.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"split file {path} does not exist")
+    names = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            tok = tokens[0]
+            if "/" in tok or tok.lower().endswith((".jpg", ".jpeg", ".png")):
+                tok = os.path.splitext(os.path.basename(tok))[0]
+            if not tok:
+                raise ValueError(f"split file {path}, line {lineno}: cannot read an image name from {line!r}")
+            names.append(tok)
+    if not names:
+        raise ValueError(f"split file {path} is empty")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[:5]
+        raise ValueError(f"split file {path} lists some images twice, e.g. {dup}")
+    return names
+
+
+def _check_files_exist(folder: str, names: list[str], ext: str, what: str, split_file: str) -> None:
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{what} folder {folder} does not exist")
+    present = set(os.listdir(folder))
+    missing = [n for n in names if n + ext not in present]
+    if missing:
+        first = os.path.join(folder, missing[0] + ext)
+        raise FileNotFoundError(
+            f"{len(missing)} {what} file(s) listed in {split_file} are missing, e.g. {first}"
+            + (f" (also {', '.join(m + ext for m in missing[1:4])}...)" if len(missing) > 1 else "")
+        )
+
+
+def _load_rgb(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
+def parse_voc_xml(path: str) -> list[tuple[str, bool]]:
+    """Objects of a VOC annotation file as ``[(class_name, difficult), ...]``.
+
+    A missing ``<difficult>`` tag means 0 (some VOC2012 objects lack it). Raises
+    ``FileNotFoundError`` / ``ValueError`` naming ``path`` when the file is missing, is not
+    well-formed XML, is not an ``<annotation>``, or has an object without a known class name
+    or with a ``<difficult>`` value other than 0/1.
+    """
+    try:
+        tree = ET.parse(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"VOC annotation {path} does not exist") from None
+    except ET.ParseError as exc:
+        raise ValueError(f"malformed VOC annotation {path}: {exc}") from exc
+    root = tree.getroot()
+    if root.tag != "annotation":
+        raise ValueError(f"malformed VOC annotation {path}: root element is <{root.tag}>, expected <annotation>")
+    objects = []
+    for k, obj in enumerate(root.findall("object")):
+        name = obj.findtext("name")
+        if name is None or not name.strip():
+            raise ValueError(f"malformed VOC annotation {path}: object #{k} has no <name>")
+        name = name.strip()
+        if name not in VOC_CLASSES:
+            raise ValueError(f"malformed VOC annotation {path}: object #{k} has unknown class {name!r}")
+        diff = obj.findtext("difficult")
+        diff = "0" if diff is None else diff.strip()
+        if diff not in ("0", "1"):
+            raise ValueError(f"malformed VOC annotation {path}: object #{k} has <difficult>{diff}</difficult>")
+        objects.append((name, diff == "1"))
+    return objects
+
+
+class VOC2007MultiLabel:
+    """VOC2007 multi-label classification (20 classes).
+
+    Attributes:
+        classes: the 20 class names (:data:`VOC_CLASSES` order).
+        names: image ids in split-file order.
+        targets: ``float32 [N, 20]``; 1 if the image has at least one *non-difficult*
+            object of the class.
+        ignore: ``bool [N, 20]``; True if the image has objects of the class but all of them
+            are difficult -- such entries are neither positive nor negative (VOC devkit).
+        identity: ``"voc2007/<split>@<real path of VOC2007>"``.
+    """
+
+    def __init__(self, root: str, split: str = "trainval"):
+        if split not in ("trainval", "test"):
+            raise ValueError(f"VOC2007MultiLabel: split must be 'trainval' or 'test', got {split!r}")
+        self.split = split
+        self.voc_dir = resolve_voc_dir(root, "2007")
+        self.image_dir = os.path.join(self.voc_dir, "JPEGImages")
+        self.ann_dir = os.path.join(self.voc_dir, "Annotations")
+        split_file = os.path.join(self.voc_dir, "ImageSets", "Main", f"{split}.txt")
+        self.classes = list(VOC_CLASSES)
+        self.names = read_name_list(split_file)
+        _check_files_exist(self.image_dir, self.names, ".jpg", "image", split_file)
+        cls_idx = {c: i for i, c in enumerate(self.classes)}
+        n, c = len(self.names), len(self.classes)
+        self.targets = np.zeros((n, c), dtype=np.float32)
+        has_difficult = np.zeros((n, c), dtype=np.bool_)
+        for i, name in enumerate(self.names):
+            for cls, difficult in parse_voc_xml(os.path.join(self.ann_dir, name + ".xml")):
+                if difficult:
+                    has_difficult[i, cls_idx[cls]] = True
+                else:
+                    self.targets[i, cls_idx[cls]] = 1.0
+        self.ignore = has_difficult & (self.targets == 0)
+        self.identity = f"voc2007/{split}@{self.voc_dir}"
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index_of(self, name: str) -> int:
+        """Index of the image called ``name`` (KeyError naming this dataset otherwise)."""
+        if getattr(self, "_index", None) is None:
+            self._index = {n: i for i, n in enumerate(self.names)}
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not an image of {self.identity}") from None
+
+    def image_path(self, i: int) -> str:
+        return os.path.join(self.image_dir, self.names[i] + ".jpg")
+
+    def load_image(self, i: int) -> Image.Image:
+        return _load_rgb(self.image_path(i))
+
+    def __repr__(self) -> str:
+        return f"VOC2007MultiLabel({self.identity!r}, n={len(self)})"
+
+
+class VOC2012Segmentation:
+    """VOC2012 semantic segmentation (21 classes incl. background, 255 = ignore).
+
+    ``split="train"`` (1,464 images) or ``"val"`` (1,449). With ``use_sbd_aug=True`` (train
+    only) the SBD-augmented list ``ImageSets/Segmentation/train_aug.txt`` and masks from
+    ``SegmentationClassAug/`` are used instead (the usual 10,582-image "trainaug" set); an
+    error is raised if they are absent or if the list overlaps ``val.txt``.
+
+    Masks are palette (or grayscale) PNGs whose pixel values are the class indices; they are
+    read without RGB conversion. :meth:`load_mask` returns ``uint8 [H, W]`` with values in
+    0..20 or 255 and raises (naming the file) on any other value or on an RGB mask.
+    """
+
+    num_classes = len(VOC_SEG_CLASSES)
+
+    def __init__(self, root: str, split: str = "train", use_sbd_aug: bool = False):
+        if split not in ("train", "val"):
+            raise ValueError(f"VOC2012Segmentation: split must be 'train' or 'val', got {split!r}")
+        if use_sbd_aug and split != "train":
+            raise ValueError("VOC2012Segmentation: use_sbd_aug=True only applies to split='train'")
+        self.split = split
+        self.use_sbd_aug = bool(use_sbd_aug)
+        self.voc_dir = resolve_voc_dir(root, "2012")
+        self.image_dir = os.path.join(self.voc_dir, "JPEGImages")
+        sets_dir = os.path.join(self.voc_dir, "ImageSets", "Segmentation")
+        if use_sbd_aug:
+            split_file = os.path.join(sets_dir, "train_aug.txt")
+            self.mask_dir = os.path.join(self.voc_dir, "SegmentationClassAug")
+            for p in (split_file, self.mask_dir):
+                if not os.path.exists(p):
+                    raise FileNotFoundError(
+                        f"use_sbd_aug=True but {p} does not exist: the SBD-augmented set needs "
+                        "ImageSets/Segmentation/train_aug.txt and SegmentationClassAug/ inside VOC2012"
+                    )
+        else:
+            split_file = os.path.join(sets_dir, f"{split}.txt")
+            self.mask_dir = os.path.join(self.voc_dir, "SegmentationClass")
+        self.classes = list(VOC_SEG_CLASSES)
+        self.names = read_name_list(split_file)
+        if use_sbd_aug:
+            val_file = os.path.join(sets_dir, "val.txt")
+            if os.path.isfile(val_file):
+                leak = sorted(set(self.names) & set(read_name_list(val_file)))
+                if leak:
+                    raise ValueError(
+                        f"{split_file} contains {len(leak)} image(s) of the validation list {val_file}, "
+                        f"e.g. {leak[:3]}"
+                    )
+        _check_files_exist(self.image_dir, self.names, ".jpg", "image", split_file)
+        _check_files_exist(self.mask_dir, self.names, ".png", "mask", split_file)
+        self.identity = f"voc2012/{'train_aug' if use_sbd_aug else split}@{self.voc_dir}"
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index_of(self, name: str) -> int:
+        """Index of the image called ``name`` (KeyError naming this dataset otherwise)."""
+        if getattr(self, "_index", None) is None:
+            self._index = {n: i for i, n in enumerate(self.names)}
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not an image of {self.identity}") from None
+
+    def image_path(self, i: int) -> str:
+        return os.path.join(self.image_dir, self.names[i] + ".jpg")
+
+    def mask_path(self, i: int) -> str:
+        return os.path.join(self.mask_dir, self.names[i] + ".png")
+
+    def load_image(self, i: int) -> Image.Image:
+        return _load_rgb(self.image_path(i))
+
+    def load_mask(self, i: int) -> np.ndarray:
+        path = self.mask_path(i)
+        try:
+            with Image.open(path) as im:
+                mode = im.mode
+                mask = np.array(im)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"mask {path} does not exist") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read mask {path}: {exc}") from exc
+        if mode not in ("P", "L") or mask.ndim != 2:
+            raise ValueError(
+                f"mask {path} has PIL mode {mode!r}: expected a palette ('P') or grayscale ('L') PNG "
+                "whose pixel values are class indices"
+            )
+        bad = (mask > self.num_classes - 1) & (mask != IGNORE_INDEX)
+        if bad.any():
+            raise ValueError(
+                f"mask {path} has values {np.unique(mask[bad])[:5].tolist()} outside 0..{self.num_classes - 1} "
+                f"and {IGNORE_INDEX}"
+            )
+        return mask.astype(np.uint8)
+
+    def __repr__(self) -> str:
+        return f"VOC2012Segmentation({self.identity!r}, n={len(self)})"
