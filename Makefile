@@ -1,14 +1,15 @@
-# lowshot-bench. `make test` and `make bench` create .venv and install the project first.
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-MODEL  ?= maskcluster
-DATA   ?=
-RESULTS ?= results/runs
+# lowshot-bench. Every target creates .venv and installs the project first (once; again when pyproject.toml changes).
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+MODEL   ?= maskcluster
+DATA    ?=
+RESULTS ?= runs/bench
+EMBEDDED_RESULTS := results/embedded
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench leaderboard figure1 pretrain-tiny clean
+.PHONY: install test bench leaderboard figure1 results clean
 
 install: $(STAMP)
 
@@ -20,8 +21,22 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# MODEL: a method (dino|ibot|mae|msn|maskcluster), 'all', a registry name or a checkpoint file.
+# Without DATA: the embedded dataset and the tiny models, offline. With DATA=<root>: the real protocols.
 bench: $(STAMP)
-	$(BIN)/lowshot bench --model $(MODEL) $(if $(DATA),--data-root $(DATA),--embedded) --results $(RESULTS)
+	$(BIN)/lowshot bench --model $(MODEL) $(if $(DATA),--data-root $(DATA)) --results $(RESULTS)
+
+leaderboard: $(STAMP)
+	$(BIN)/lowshot leaderboard $(RESULTS)
+
+figure1: $(STAMP)
+	$(BIN)/lowshot plot figure1 $(RESULTS)
+
+# Regenerate the committed embedded-default results (records, leaderboard, figures) in results/embedded.
+results: $(STAMP)
+	$(BIN)/lowshot bench --model all --model random-tiny --results $(EMBEDDED_RESULTS) --overwrite
+	$(BIN)/lowshot leaderboard $(EMBEDDED_RESULTS)
+	$(BIN)/lowshot plot families $(EMBEDDED_RESULTS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

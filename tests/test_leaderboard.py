@@ -1,0 +1,84 @@
+"""Leaderboard tables and figures from records the test writes (no model needed)."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from benchmark.cli import main
+from benchmark.leaderboard import build
+from benchmark.records import record_path, write_record
+
+
+def _record(results, model, setting, seed, score, task="imagenet-lowshot", family="classification",
+            classifier="logreg", main_score="top1"):
+    rec = {"model": model, "method": model.split("-")[0], "task": task, "family": family, "setting": setting,
+           "seed": seed, "classifier": classifier, "main_score": main_score, "metrics": {main_score: score}}
+    write_record(record_path(results, model, task, setting, seed, classifier), rec)
+
+
+@pytest.fixture
+def results(tmp_path):
+    r = tmp_path / "runs"
+    for seed, (a, b, c) in zip((1, 2, 3), ((40.0, 50.0, 60.0), (41.0, 51.0, 59.0), (42.0, 52.0, 61.0))):
+        _record(r, "dino-vits16", "1img", seed, a)
+        _record(r, "dino-vits16", "2img", seed, b)
+        _record(r, "dino-vits16", "5img", seed, c)
+    _record(r, "dino-vits16", "1percent", 1, 64.0)  # single seed: no std
+    _record(r, "msn-vits16", "1img", 1, 47.5)  # missing settings for this model
+    _record(r, "maskcluster-tiny", "5shot", 1, 33.3, task="embedded-multilabel", family="multilabel", main_score="map")
+    return r
+
+
+def test_leaderboard_values(results, tmp_path):
+    paths = build(results, tmp_path / "out")
+    summary = pd.read_csv(paths["summary"])
+    ours = summary[summary["source"] == "ours"]
+    row = ours[(ours["model"] == "dino-vits16") & (ours["setting"] == "1img")].iloc[0]
+    assert row["mean"] == pytest.approx(41.0) and row["std"] == pytest.approx(1.0) and row["n_seeds"] == 3
+    single = ours[(ours["model"] == "dino-vits16") & (ours["setting"] == "1percent")].iloc[0]
+    assert single["n_seeds"] == 1 and pd.isna(single["std"])
+    wide = pd.read_csv(paths["leaderboard"])
+    dino = wide[(wide["model"] == "dino-vits16") & (wide["source"] == "ours")].iloc[0]
+    assert dino["imagenet-lowshot 5img logreg mean"] == pytest.approx(60.0)
+    msn = wide[(wide["model"] == "msn-vits16") & (wide["source"] == "ours")].iloc[0]
+    assert pd.isna(msn["imagenet-lowshot 2img logreg mean"])  # missing setting stays empty
+    # a published-only model appears with its reference numbers and is marked as published
+    ibot = wide[wide["model"] == "ibot-vitb16"]
+    assert list(ibot["source"]) == ["published"] and ibot.iloc[0]["imagenet-lowshot 1img logreg mean"] == pytest.approx(46.1)
+    assert len(pd.read_csv(paths["records"])) == 12
+    md = paths["markdown"].read_text()
+    assert "| dino-vits16 | dino | ours |" in md and "41.0 ± 1.0" in md and "–" in md
+    assert "embedded-multilabel 5shot logreg" in md
+
+
+def test_filter_and_sort(results, tmp_path):
+    paths = build(results, tmp_path / "o", family="multilabel")
+    wide = pd.read_csv(paths["leaderboard"])
+    assert list(wide["model"]) == ["maskcluster-tiny"]
+    paths = build(results, tmp_path / "s", family="classification", sort_by="imagenet-lowshot 1img logreg")
+    order = list(pd.read_csv(paths["leaderboard"])["model"])
+    assert order.index("msn-vits16") < order.index("dino-vits16")  # 47.5 (and 47.1 published) > 41
+
+
+def test_malformed_record_reported_and_skipped(results, tmp_path, capsys):
+    bad = results / "dino-vits16" / "imagenet-lowshot" / "2img-seed9__logreg.json"
+    bad.write_text('{"model": "dino-vits16", "metrics": ')
+    nan = results / "dino-vits16" / "imagenet-lowshot" / "5img-seed9__logreg.json"
+    nan.write_text('{"model": "dino-vits16", "method": "dino", "task": "imagenet-lowshot", "setting": "5img", '
+                   '"seed": 9, "classifier": "logreg", "main_score": "top1", "metrics": {"top1": NaN}}')
+    paths = build(results, tmp_path / "out")
+    err = capsys.readouterr().err
+    assert "2img-seed9__logreg.json" in err and "5img-seed9__logreg.json" in err
+    summary = pd.read_csv(paths["summary"])
+    row = summary[(summary["source"] == "ours") & (summary["model"] == "dino-vits16") & (summary["setting"] == "5img")]
+    assert row.iloc[0]["mean"] == pytest.approx(60.0) and row.iloc[0]["n_seeds"] == 3
+
+
+def test_figure1_and_family_plots(results, tmp_path, capsys):
+    assert main(["plot", "figure1", str(results), "--out", str(tmp_path / "fig")]) == 0
+    png = tmp_path / "fig" / "figure1_imagenet-lowshot.png"
+    assert png.stat().st_size > 10_000 and (tmp_path / "fig" / "figure1_imagenet-lowshot.pdf").exists()
+    assert main(["plot", "families", str(results), "--out", str(tmp_path / "fam")]) == 0
+    assert (tmp_path / "fam" / "multilabel_embedded-multilabel.png").exists()
+    with pytest.raises(ValueError, match="no classification results"):
+        main(["plot", "figure1", str(results), "--task", "embedded-lowshot", "--out", str(tmp_path / "x")])
