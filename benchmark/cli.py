@@ -1,8 +1,35 @@
-"""The `lowshot` command line."""
+"""The `lowshot` command line: models, bench, leaderboard."""
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
+
+# `make bench MODEL=<method>`: the method's model on the embedded data, or its ViT-S/16 release on real data.
+METHOD_ALIASES = {
+    "dino": ("dino-tiny", "dino-vits16"),
+    "ibot": ("ibot-tiny", "ibot-vits16"),
+    "mae": ("mae-tiny", "mae-vitb16"),  # MAE released no ViT-S
+    "msn": ("msn-tiny", "msn-vits16"),
+    "maskcluster": ("maskcluster-tiny", None),  # no public MaskCluster checkpoint: pretrain one (lowshot pretrain)
+}
+
+
+def resolve_models(names: list[str], embedded: bool) -> list[str]:
+    out = []
+    for name in names:
+        if name == "all":
+            out += resolve_models(list(METHOD_ALIASES), embedded)
+        elif name in METHOD_ALIASES:
+            tiny, real = METHOD_ALIASES[name]
+            if not embedded and real is None:
+                raise SystemExit(f"no public {name} checkpoint exists: pass --model /path/to/checkpoint "
+                                 "(e.g. one written by `lowshot pretrain`)")
+            out.append(tiny if embedded else real)
+        else:
+            out.append(name)
+    return out
 
 
 def cmd_models(args) -> int:
@@ -19,10 +46,138 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import torch
+
+    from model_zoo import load_model
+    from tasks.registry import TaskOptions, embedded_tasks, get_task, real_tasks
+
+    from .features import FeatureCache
+    from .leaderboard import build, format_table, records_frame, summarize
+    from .records import load_records
+    from .runner import RunContext
+
+    embedded = args.data_root is None
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for, but CUDA is not available on this machine")
+    lambd = args.lambd if args.lambd in (None, "cv") else float(args.lambd)
+    ctx = RunContext(Path(args.results), FeatureCache(args.cache), tuple(args.classifier) if args.classifier else None, args.overwrite, lambd,
+                     args.feature, args.device, args.batch_size, args.workers, not args.quiet)
+    t0 = time.time()
+    opts = TaskOptions(args.data_root, args.splits, args.custom_splits)
+    built = []  # datasets are read and checked before any model runs
+    for name in args.task or (embedded_tasks() if embedded else real_tasks()):
+        entry = get_task(name)
+        try:
+            built.append((entry, entry.build(opts)))
+        except FileNotFoundError as e:
+            if args.task:  # asked for by name: its data must be there
+                raise SystemExit(f"{name}: {e}") from None
+            print(f"skipping {name}: {e}")
+    if not built:
+        raise SystemExit(f"no task to run: no dataset found under {args.data_root}")
+    tasks = [entry.name for entry, _ in built]
+    written, loaded = [], []
+    for name in resolve_models(args.model, embedded):
+        model = load_model(name, method=args.method, num_heads=args.num_heads, layout=args.layout,
+                           weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint)
+        loaded.append(model.info.name)
+        for entry, task in built:
+            print(f"== {model.info.name} on {entry.name}", flush=True)
+            written += task.run(model, ctx)
+    print(f"\n{len(written)} record(s) written to {args.results}, feature cache: {ctx.cache.hits} hit(s), "
+          f"{ctx.cache.misses} computed, {time.time() - t0:.1f}s")
+    paths = build(args.results)
+    records, _ = load_records(args.results)
+    summary = summarize(records_frame([r for r in records if r["model"] in loaded and r["task"] in tasks]))
+    print(format_table(summary))
+    print(f"\nleaderboard: {paths['leaderboard']} and {paths['markdown']}")
+    from .plots import family_plots
+    for p in family_plots(_summary(args.results), args.results):
+        print(f"figure: {p}")
+    return 0
+
+
+def _summary(results: str):
+    from .leaderboard import REFERENCE, load_reference, records_frame, summarize
+    from .records import load_records
+
+    import pandas as pd
+
+    records, problems = load_records(results)
+    for p in problems:
+        print(f"skipped malformed record: {p}", file=sys.stderr)
+    return pd.concat([summarize(records_frame(records)), load_reference(REFERENCE)], ignore_index=True)
+
+
+def cmd_leaderboard(args) -> int:
+    from .leaderboard import build
+
+    paths = build(args.results, args.out, family=args.family, sort_by=args.sort)
+    print((Path(paths["markdown"])).read_text())
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import family_plots, figure1
+
+    summary = _summary(args.results)
+    out = args.out or args.results
+    paths = figure1(summary, out, args.task) if args.figure == "figure1" else family_plots(summary, out)
+    for p in paths:
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowshot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the model zoo").set_defaults(func=cmd_models)
+
+    b = sub.add_parser("bench", help="run low-shot tasks for models and write result records")
+    b.add_argument("--model", action="append", required=True,
+                   help="registry name, checkpoint path, a method (dino|ibot|mae|msn|maskcluster) or 'all'; repeatable")
+    b.add_argument("--task", action="append", help="task name (repeatable); default: all embedded tasks, or all "
+                   "real tasks when --data-root is given")
+    b.add_argument("--data-root", help="root of the real dataset; without it the embedded dataset is used")
+    b.add_argument("--splits", help="local directory of split files (default: download and verify)")
+    b.add_argument("--custom-splits", action="store_true",
+                   help="accept split files that are not the official ones (sha256 differs); recorded as custom")
+    b.add_argument("--results", default="results/runs", help="directory of result records")
+    b.add_argument("--cache", help="feature cache directory (default: $LOWSHOT_CACHE/features)")
+    b.add_argument("--overwrite", action="store_true", help="recompute records that exist")
+    b.add_argument("--classifier", nargs="+", choices=["logreg", "knn", "linear"],
+                   help="run only these classifiers (default: every classifier of each task)")
+    b.add_argument("--lambd", help="logistic-regression λ, or 'cv' to choose it on the labelled subset "
+                   "(default: literature values)")
+    b.add_argument("--feature", help="feature to evaluate (default: the model's own low-shot feature)")
+    b.add_argument("--method", help="evaluation rules for a checkpoint file (dino|ibot|mae|msn|maskcluster)")
+    b.add_argument("--num-heads", type=int, help="attention heads of a checkpoint file (not inferable)")
+    b.add_argument("--layout", help="force the checkpoint layout instead of detecting it")
+    b.add_argument("--weights", default="teacher", choices=["teacher", "student"])
+    b.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary pickled objects (unsafe)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction (CUDA only)")
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--workers", type=int, help="DataLoader workers (default: from the machine)")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    lb = sub.add_parser("leaderboard", help="flatten result records into CSV and Markdown tables")
+    lb.add_argument("results", nargs="?", default="results/runs")
+    lb.add_argument("--out", help="output directory (default: the results directory)")
+    lb.add_argument("--family", choices=["classification", "multilabel", "segmentation"])
+    lb.add_argument("--sort", help="sort rows by this column, e.g. 'imagenet-lowshot 1img logreg'")
+    lb.set_defaults(func=cmd_leaderboard)
+
+    pl = sub.add_parser("plot", help="figures from the records: figure1, or every family")
+    pl.add_argument("figure", choices=["figure1", "families"])
+    pl.add_argument("results", nargs="?", default="results/runs")
+    pl.add_argument("--out", help="output directory (default: the results directory)")
+    pl.add_argument("--task", help="figure1: which classification task (default: imagenet-lowshot if run)")
+    pl.set_defaults(func=cmd_plot)
     return parser
 
 

@@ -1,0 +1,196 @@
+"""The low-shot classification protocol end to end: a small ImageFolder the test writes, the official split
+files, the embedded dataset with a fixture checkpoint, the feature cache, records and bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmark.cli import main
+from benchmark.features import FeatureCache
+from benchmark.records import load_records
+from model_zoo import load_model
+from model_zoo.download import ChecksumError
+from tasks.datasets.imagenet import IMAGENET_SPLITS, SplitError, class_of, read_split
+
+from .conftest import FIXTURES, SPLITS, require
+
+CLASSES = ["n01000001", "n01000002", "n01000003"]
+
+
+def _fixture_model_args():
+    require(FIXTURES)
+    config = json.loads((FIXTURES / "dino" / "config.json").read_text())
+    return ["--model", str(FIXTURES / "dino" / "dino_pretrain.pth"), "--method", "dino",
+            "--num-heads", str(config["num_heads"])]
+
+
+def _write_imagefolder(root, per_class=14, val_per_class=4):
+    """Images whose colour depends on the class, so a probe can learn something."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", val_per_class)):
+        for c, wnid in enumerate(CLASSES):
+            (root / split / wnid).mkdir(parents=True)
+            for i in range(n):
+                base = np.zeros((40, 48, 3)) + [60 + 80 * c, 200 - 70 * c, 120]
+                img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(root / split / wnid / f"{wnid}_{i}.JPEG")
+
+
+def _write_splits(root, per_class=14):
+    """Split files in the MSN layout for the small ImageFolder (nested within a seed, as the official ones)."""
+    for split in IMAGENET_SPLITS.values():
+        seed = int(split.relpath[len("imagenet_subsets")])
+        rng = np.random.default_rng(seed)
+        orders = {w: rng.permutation(per_class) for w in CLASSES}
+        k = split.images_per_class or 4
+        lines = [f"{w}_{i}.JPEG" for w in CLASSES for i in orders[w][:k]]
+        path = root / split.relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def imagefolder(tmp_path):
+    data, splits = tmp_path / "imagenet", tmp_path / "splits"
+    _write_imagefolder(data)
+    _write_splits(splits)
+    return data, splits
+
+
+def test_official_split_files_verify_and_parse():
+    require(SPLITS)
+    for split in IMAGENET_SPLITS.values():
+        path = SPLITS / split.relpath
+        from model_zoo.download import sha256_file
+        assert sha256_file(path) == split.sha256, split.relpath
+        names = [ln for ln in path.read_text().split() if ln]
+        classes = sorted({class_of(n) for n in names})
+        assert len(classes) == 1000
+        parsed = read_split(path, classes, split.images_per_class)
+        assert len(parsed) == (split.images_per_class or 12.811) * 1000
+    # nested within a seed: 1 ⊂ 2 ⊂ 5 (seed 3's 5-image file is the misnamed 3imgs_class.txt)
+    one, two, five = (set(read_split(SPLITS / IMAGENET_SPLITS[f"{k}img-seed3"].relpath, classes))
+                      for k in (1, 2, 5))
+    assert one < two < five
+
+
+def test_imagenet_protocol_end_to_end_with_cache(imagefolder, tmp_path, capsys):
+    data, splits = imagefolder
+    results, cache = tmp_path / "results", tmp_path / "features"
+    args = ["bench", *_fixture_model_args(), "--task", "imagenet-lowshot", "--data-root", str(data),
+            "--splits", str(splits), "--custom-splits", "--results", str(results), "--cache", str(cache),
+            "--workers", "0", "--quiet"]
+    assert main(args) == 0
+    records, problems = load_records(results)
+    assert not problems
+    assert len(records) == 20  # 10 settings x (logreg, knn)
+    by_key = {(r["setting"], r["seed"], r["classifier"]): r for r in records}
+    assert {(s, seed) for s, seed, _ in by_key} == {("1img", 1), ("2img", 1), ("5img", 1), ("1img", 2), ("2img", 2),
+                                                     ("5img", 2), ("1img", 3), ("2img", 3), ("5img", 3), ("1percent", 1)}
+    r = by_key[("5img", 3, "logreg")]
+    assert r["num_train"] == 15 and r["num_test"] == 12 and r["feature"] == "cls"
+    assert r["hyperparameters"]["lambd"] == 0.0025 and r["checkpoint_sha256"]
+    assert "custom" in r["split_source"] and r["convergence"]["n_iter"] >= 1
+    assert by_key[("1percent", 1, "logreg")]["hyperparameters"]["lambd"] == 0.075
+    assert all(0 <= x["metrics"]["top1"] <= 100 for x in records)
+    mtimes = {p: p.stat().st_mtime_ns for p in results.rglob("*.json")}
+    cached = sorted(p.name for p in cache.rglob("*.npy"))
+    assert len(cached) == 2  # train union + val, one feature each
+    out = capsys.readouterr().out
+    assert "20 record(s) written" in out
+    # Second run: nothing computed, no record rewritten.
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "0 record(s) written" in out and "0 computed" in out
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("*.json")} == mtimes
+    assert sorted(p.name for p in cache.rglob("*.npy")) == cached
+    # --overwrite recomputes the records (features still come from the cache) and gives the same numbers.
+    before = {(x["setting"], x["seed"], x["classifier"]): x["metrics"]["top1"] for x in records}
+    assert main(args + ["--overwrite"]) == 0
+    again, _ = load_records(results)
+    assert {(x["setting"], x["seed"], x["classifier"]): x["metrics"]["top1"] for x in again} == before
+    assert "0 computed" in capsys.readouterr().out
+
+
+def test_split_sha256_mismatch_and_bad_splits(imagefolder, tmp_path):
+    data, splits = imagefolder
+    from tasks.classification import imagenet_data
+
+    with pytest.raises(ChecksumError, match="1imgs_class.txt"):
+        imagenet_data(data, splits)  # not the official files and not declared custom
+    # unknown wnid
+    bad = splits / "imagenet_subsets2" / "2imgs_class.txt"
+    bad.write_text(bad.read_text() + "n09999999_1.JPEG\n")
+    with pytest.raises(SplitError, match="not in the dataset"):
+        imagenet_data(data, splits, custom_splits=True)
+    _write_splits(splits)
+    # image listed but missing on disk: named, before any feature is computed
+    name = read_split(splits / "imagenet_subsets1/1imgs_class.txt", CLASSES)[1]
+    (data / "train" / class_of(name) / name).unlink()
+    with pytest.raises(SplitError, match="missing"):
+        imagenet_data(data, splits, custom_splits=True)
+
+
+def test_empty_class_is_an_error(imagefolder):
+    data, splits = imagefolder
+    from tasks.classification import imagenet_data
+
+    shutil.rmtree(data / "val" / CLASSES[2])
+    (data / "val" / CLASSES[2]).mkdir()
+    with pytest.raises(SplitError, match="empty"):
+        imagenet_data(data, splits, custom_splits=True)
+
+
+def test_nan_features_are_refused_and_nothing_cached(tmp_path):
+    require(FIXTURES)
+    from benchmark.features import TransformSpec
+    from tasks.datasets.synthetic import SyntheticScenes
+
+    config = json.loads((FIXTURES / "dino" / "config.json").read_text())
+    model = load_model(FIXTURES / "dino" / "dino_pretrain.pth", method="dino", num_heads=config["num_heads"])
+    with torch.no_grad():
+        model.vit.norm.weight[0] = float("nan")
+    cache = FeatureCache(tmp_path / "c")
+    with pytest.raises(FloatingPointError, match="NaN"):
+        cache.get(model, SyntheticScenes("classification", "test"), np.arange(4), TransformSpec(64, 64), ["cls"],
+                  workers=0, progress=False)
+    assert not list((tmp_path / "c").rglob("*.npy"))
+
+
+def test_cache_key_separates_checkpoint_transform_and_images(tmp_path):
+    require(FIXTURES)
+    from benchmark.features import TransformSpec
+    from tasks.datasets.synthetic import SyntheticScenes
+
+    heads = json.loads((FIXTURES / "dino" / "config.json").read_text())["num_heads"]
+    a = load_model(FIXTURES / "dino" / "dino_pretrain.pth", method="dino", num_heads=heads)
+    b = load_model(FIXTURES / "dino" / "dino_pretrain_full_checkpoint.pth", method="dino", num_heads=heads)
+    src = SyntheticScenes("classification", "test")
+    cache = FeatureCache(tmp_path)
+    t = TransformSpec(64, 64)
+    keys = {cache.key(a, src, np.arange(3), t, "cls")[0], cache.key(b, src, np.arange(3), t, "cls")[0],
+            cache.key(a, src, np.arange(4), t, "cls")[0], cache.key(a, src, np.arange(3), TransformSpec(72, 64), "cls")[0],
+            cache.key(a, src, np.arange(3), t, "patch")[0]}
+    assert len(keys) == 5
+
+
+def test_embedded_protocol_with_fixture_checkpoint(tmp_path, capsys):
+    results = tmp_path / "results"
+    args = ["bench", *_fixture_model_args(), "--task", "embedded-lowshot", "--results", str(results),
+            "--cache", str(tmp_path / "features"), "--workers", "0", "--quiet"]
+    assert main(args) == 0
+    records, _ = load_records(results)
+    assert len(records) == 20
+    logreg = [r for r in records if r["classifier"] == "logreg"]
+    chance = 100 / logreg[0]["num_classes"]
+    five = np.mean([r["metrics"]["top1"] for r in logreg if r["setting"] == "5img"])
+    one = np.mean([r["metrics"]["top1"] for r in logreg if r["setting"] == "1img"])
+    assert five > chance  # even a random-weight tiny ViT carries some signal
+    assert five >= one - 1.0  # more labels do not hurt (small tolerance for noise)
+    assert (tmp_path / "results" / "leaderboard.csv").exists()
+    assert "embedded-lowshot" in capsys.readouterr().out
