@@ -61,8 +61,10 @@ def cmd_bench(args) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for, but CUDA is not available on this machine")
     lambd = args.lambd if args.lambd in (None, "cv") else float(args.lambd)
-    ctx = RunContext(Path(args.results), FeatureCache(args.cache), tuple(args.classifier) if args.classifier else None, args.overwrite, lambd,
-                     args.feature, args.device, args.batch_size, args.workers, not args.quiet)
+    ctx = RunContext(Path(args.results), FeatureCache(args.cache), overwrite=args.overwrite, lambd=lambd,
+                     classifiers=tuple(args.classifier) if args.classifier else None,
+                     settings=tuple(args.setting) if args.setting else None, feature=args.feature,
+                     device=args.device, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
     t0 = time.time()
     opts = TaskOptions(args.data_root, args.splits, args.custom_splits)
     built = []  # datasets are read and checked before any model runs
@@ -150,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="recompute records that exist")
     b.add_argument("--classifier", nargs="+", choices=["logreg", "knn", "linear"],
                    help="run only these classifiers (default: every classifier of each task)")
+    b.add_argument("--setting", nargs="+", help="run only these settings (e.g. 5img 1percent; default: all)")
     b.add_argument("--lambd", help="logistic-regression λ, or 'cv' to choose it on the labelled subset "
                    "(default: literature values)")
     b.add_argument("--feature", help="feature to evaluate (default: the model's own low-shot feature)")

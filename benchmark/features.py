@@ -60,25 +60,30 @@ def default_workers() -> int:
 
 
 def extract_features(model, source, indices, transform: TransformSpec, names: list[str], batch_size: int = 64,
-                     workers: int | None = None, progress: bool = True, out: dict | None = None) -> dict:
+                     workers: int | None = None, progress: bool = True, allocate=None) -> dict:
     """Run `model.extract` over `source` images `indices`; returns {name: array [len(indices), ...]}.
 
-    `out` may hold preallocated arrays (e.g. memory maps) to fill in place.
+    `allocate(name, shape, dtype)` makes each output array (default: in memory; the cache passes memory maps, so
+    features larger than RAM stream to disk). A NaN/inf feature stops the run with the image named.
     """
     workers = default_workers() if workers is None else workers
+    allocate = allocate or (lambda name, shape, dtype: np.empty(shape, dtype))
+    indices = np.asarray(indices)
     loader = torch.utils.data.DataLoader(
-        _Images(source, np.asarray(indices), transform.build()), batch_size=batch_size, num_workers=workers,
-        pin_memory=model.device.type == "cuda", persistent_workers=False,
-        prefetch_factor=4 if workers else None)
-    out = {} if out is None else out
-    start = 0
+        _Images(source, indices, transform.build()), batch_size=batch_size, num_workers=workers,
+        pin_memory=model.device.type == "cuda", prefetch_factor=4 if workers else None)
+    out, start = {}, 0
     for batch in tqdm(loader, desc=f"features {source.identity}", disable=not progress, unit="batch"):
         feats = model.extract(batch.to(model.device, non_blocking=True), names)
         for name, f in feats.items():
             f = f.cpu().numpy()
+            bad = ~np.isfinite(f.reshape(len(f), -1)).all(1)
+            if bad.any():
+                first = source.names[int(indices[start + int(np.flatnonzero(bad)[0])])]
+                raise FloatingPointError(f"{model.info.name}: feature {name!r} is NaN/inf for {int(bad.sum())} "
+                                         f"image(s) of {source.identity}, e.g. {first}; nothing was cached")
             if name not in out:
-                dtype = np.float16 if name in HALF_FEATURES else np.float32
-                out[name] = np.empty((len(indices),) + f.shape[1:], dtype)
+                out[name] = allocate(name, (len(indices),) + f.shape[1:], np.float16 if name in HALF_FEATURES else np.float32)
             out[name][start:start + len(f)] = f
         start += len(batch)
     return out
@@ -124,23 +129,26 @@ class FeatureCache:
                 todo.append(n)
         if todo:
             self.misses += len(todo)
+            tmp = {n: self._path(keys[n][0]).with_name(f".{keys[n][0]}.{os.getpid()}.tmp.npy") for n in todo}
+
+            def allocate(name, shape, dtype):  # stream straight into the cache file
+                tmp[name].parent.mkdir(parents=True, exist_ok=True)
+                return np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=shape)
+
             t0 = time.time()
-            feats = extract_features(model, source, indices, transform, todo, batch_size, workers, progress)
+            try:
+                feats = extract_features(model, source, indices, transform, todo, batch_size, workers, progress, allocate)
+            except BaseException:
+                for path in tmp.values():
+                    path.unlink(missing_ok=True)
+                raise
             seconds = time.time() - t0
             for n in todo:
-                bad = ~np.isfinite(feats[n].reshape(len(indices), -1)).all(1)
-                if bad.any():
-                    first = source.names[int(indices[int(np.flatnonzero(bad)[0])])]
-                    raise FloatingPointError(f"{model.info.name}: feature {n!r} is NaN/inf for {int(bad.sum())} "
-                                             f"image(s) of {source.identity}, e.g. {first}; nothing was cached")
-            for n in todo:
+                feats[n].flush()
+                del feats[n]
                 key, description = keys[n]
                 path = self._path(key)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                with open(tmp, "wb") as f:
-                    np.save(f, feats[n])
                 atomic_write_text(path.with_suffix(".json"), json.dumps({**description, "seconds": seconds}, indent=1))
-                os.replace(tmp, path)
+                os.replace(tmp[n], path)
                 result[n] = np.load(path, mmap_mode="r")
         return result

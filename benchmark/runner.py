@@ -14,6 +14,7 @@ class RunContext:
     results: Path
     cache: FeatureCache = field(default_factory=FeatureCache)
     classifiers: tuple[str, ...] | None = None  # None: every classifier of each task
+    settings: tuple[str, ...] | None = None  # None: every setting of each task (e.g. "5img", "1percent")
     overwrite: bool = False
     lambd: float | str | None = None  # None: literature default; "cv": cross-validation on the labelled subset
     feature: str | None = None  # None: the model's own low-shot feature
@@ -31,6 +32,7 @@ class RunContext:
 
     def needs(self, model, task: str, setting: str, seed: int, classifier: str) -> bool:
         return (self.classifiers is None or classifier in self.classifiers) and (
+            self.settings is None or setting in self.settings) and (
             self.overwrite or not self.path(model, task, setting, seed, classifier).exists())
 
     def features(self, model, source, indices, transform, names):

@@ -4,3 +4,32 @@ One module per source (``synthetic`` is the embedded, generated-on-the-fly datas
 every task run offline); import the module you need, e.g.
 ``from tasks.datasets.synthetic import SyntheticScenes``.
 """
+
+
+class FirstImages:
+    """The first `n` images of a dataset: a smaller pool with the same images, names, labels and identity."""
+
+    def __init__(self, source, n: int):
+        self.source, self.n = source, min(int(n), len(source))
+        self.classes = source.classes
+        self.names = list(source.names[:self.n])
+        self.identity = source.identity
+        targets, ignore = getattr(source, "targets", None), getattr(source, "ignore", None)
+        self.targets = None if targets is None else targets[:self.n]
+        self.ignore = None if ignore is None else ignore[:self.n]
+
+    def __len__(self):
+        return self.n
+
+    def index_of(self, name):
+        i = self.source.index_of(name)
+        if i >= self.n:
+            raise KeyError(f"{name!r} is not among the first {self.n} images of {self.identity}")
+        return i
+
+    def load_image(self, i):
+        return self.source.load_image(i)
+
+    def load_mask(self, i):
+        return self.source.load_mask(i)
+

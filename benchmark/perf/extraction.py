@@ -1,0 +1,121 @@
+"""Extraction throughput: our full pipeline vs the bare timm forward of the same model, measured in one run.
+
+    python -m benchmark.perf.extraction [--arch vit_small --patch 16 --img 224 --n 256 --batch-size 64
+                                         --device cpu|cuda --bf16 --workers N --small]
+
+Prints images/s and the ratios
+  pipeline (in-memory images -> transform -> model -> cache write) / bare forward   (goal >= 0.9)
+  pipeline (JPEG files decoded by worker processes -> ...) / bare forward          (decode-bound case)
+Weights do not change speed, so the model is a randomly initialised ViT of the chosen architecture in our
+FeatureExtractor (the same code path as a loaded checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.models.vision_transformer import VisionTransformer
+
+from benchmark.features import FeatureCache, TransformSpec
+from model_zoo.extractor import FeatureExtractor, ModelInfo
+from model_zoo.formats import Architecture
+from model_zoo.registry import ARCHS, METHODS
+
+from .timing import sync, throughput
+
+
+def random_extractor(arch: str, patch: int, img: int, device: str, bf16: bool) -> FeatureExtractor:
+    dim, depth, heads = ARCHS[arch]
+    vit = VisionTransformer(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, num_classes=0)
+    a = Architecture(dim, depth, patch, img // patch, 4.0, True)
+    info = ModelInfo(f"random-{arch}{patch}", "dino", "<random>", f"random-{arch}-{patch}-{img}", "none", "teacher", a, heads)
+    return FeatureExtractor(vit, METHODS["dino"], info, bf16=bf16).to(device)
+
+
+class InMemoryImages:
+    """Decoded PIL images held in memory (the decode-free case)."""
+
+    def __init__(self, images: list[Image.Image], identity: str):
+        self.images, self.identity = images, identity
+        self.names = [f"img_{i}.png" for i in range(len(images))]
+
+    def __len__(self):
+        return len(self.images)
+
+    def load_image(self, i):
+        return self.images[i]
+
+
+class JpegFolder(InMemoryImages):
+    def __init__(self, folder: Path, n: int):
+        self.paths = [folder / f"img_{i}.jpg" for i in range(n)]
+        self.identity, self.names = f"jpeg:{folder}", [p.name for p in self.paths]
+
+    def load_image(self, i):
+        with Image.open(self.paths[i]) as im:
+            return im.convert("RGB")
+
+
+def bare_forward(model: FeatureExtractor, batch: torch.Tensor) -> float:
+    """Images/s of timm's own forward_features on a batch already on the device."""
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if model.bf16 and batch.is_cuda else torch.autocast("cpu", enabled=False)
+
+    def step():
+        with torch.no_grad(), ctx:
+            model.vit.forward_features(batch)
+    return throughput(step, len(batch), batch.device)
+
+
+def pipeline(model, source, n: int, transform: TransformSpec, batch_size: int, workers: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = FeatureCache(tmp)
+        t0 = time.perf_counter()
+        cache.get(model, source, np.arange(n), transform, [model.lowshot_feature], batch_size, workers, progress=False)
+        sync(model.device)
+        return n / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="vit_small", choices=sorted(ARCHS))
+    p.add_argument("--patch", type=int, default=16)
+    p.add_argument("--img", type=int, default=224)
+    p.add_argument("--n", type=int, default=256, help="images per pipeline run")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--workers", type=int, default=None, help="decode workers for the JPEG case (default: machine)")
+    p.add_argument("--small", action="store_true", help="CI size: ViT-S/16 at 64 px, 32 images")
+    a = p.parse_args(argv)
+    if a.small:
+        a.img, a.n, a.batch_size = 64, 32, 16
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for, but CUDA is not available")
+    torch.manual_seed(0)
+    model = random_extractor(a.arch, a.patch, a.img, a.device, a.bf16)
+    rng = np.random.default_rng(0)
+    side = a.img * 256 // 224
+    images = [Image.fromarray(rng.integers(0, 255, (side, side + side // 3, 3), dtype=np.uint8)) for _ in range(a.n)]
+    transform = TransformSpec(side, a.img, "bicubic")
+    batch = torch.stack([transform.build()(im) for im in images[:a.batch_size]]).to(a.device)
+    bare = bare_forward(model, batch)
+    memory = pipeline(model, InMemoryImages(images, "memory"), a.n, transform, a.batch_size, workers=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, im in enumerate(images):
+            im.save(Path(tmp) / f"img_{i}.jpg", quality=90)
+        jpeg = pipeline(model, JpegFolder(Path(tmp), a.n), a.n, transform, a.batch_size, a.workers)
+    tag = f"{a.arch}/{a.patch} @{a.img}px, batch {a.batch_size}, {a.device}{' bf16' if a.bf16 else ''}"
+    print(f"extraction throughput, {tag}")
+    print(f"  bare timm forward       {bare:9.1f} img/s")
+    print(f"  pipeline, in memory     {memory:9.1f} img/s   ratio {memory / bare:.3f}")
+    print(f"  pipeline, JPEG + workers{jpeg:9.1f} img/s   ratio {jpeg / bare:.3f}")
+    return {"bare": bare, "memory": memory, "jpeg": jpeg}
+
+
+if __name__ == "__main__":
+    main()
