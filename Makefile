@@ -38,5 +38,10 @@ results: $(STAMP)
 	$(BIN)/lowshot leaderboard $(EMBEDDED_RESULTS)
 	$(BIN)/lowshot plot families $(EMBEDDED_RESULTS)
 
+# Re-train the tiny models shipped in model_zoo/weights/ (CPU, one after another, ~30-40 min); prints their sha256
+# for model_zoo/registry.py. Bit-exact only on the same machine, thread count and torch/timm versions.
+pretrain-tiny: $(STAMP)
+	$(BIN)/python -m model_zoo.pretrain.tiny
+
 clean:
 	rm -rf $(VENV) *.egg-info

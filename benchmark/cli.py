@@ -133,6 +133,12 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_pretrain(args) -> int:
+    from model_zoo.pretrain.cli import run_pretrain
+
+    return run_pretrain(args) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lowshot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--family", choices=["classification", "multilabel", "segmentation"])
     lb.add_argument("--sort", help="sort rows by this column, e.g. 'imagenet-lowshot 1img logreg'")
     lb.set_defaults(func=cmd_leaderboard)
+
+    from model_zoo.pretrain.cli import add_pretrain_arguments
+
+    pt = sub.add_parser("pretrain", help="pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)")
+    add_pretrain_arguments(pt).set_defaults(func=cmd_pretrain)
 
     pl = sub.add_parser("plot", help="figures from the records: figure1, or every family")
     pl.add_argument("figure", choices=["figure1", "families"])

@@ -1,0 +1,186 @@
+"""Speed and agreement of the logistic-regression probe: ours vs scikit-learn vs cyanure (MSN).
+
+    python -m benchmark.perf.classifier_speed            # 1 %-ImageNet shape: 12811 x 384, 1000 classes
+    python -m benchmark.perf.classifier_speed --small    # 2000 x 128, 100 classes (CI-sized, < 1 min)
+
+Random features shaped like a low-shot linear probe (Gaussian class means + isotropic noise,
+preprocessed per sample: centred, unit norm) and a held-out set from the same distribution. All
+three solvers minimise the same objective, mean cross-entropy + (λ/N)/2 ||W||², no intercept:
+
+* ours: ``tasks.classifiers.LogisticRegression(lambd=λ)`` (torch L-BFGS, default stopping rule);
+* scikit-learn: ``LogisticRegression(C=1/λ, fit_intercept=False, tol=1e-6)`` (lbfgs);
+* cyanure: ``Classifier(loss="multiclass-logistic", penalty="l2", lambda_1=λ/N,
+  fit_intercept=False, tol=1e-3, max_iter=300, duality_gap_interval=10)`` as in MSN's
+  ``logistic_eval.py``, run in a subprocess (it ships its own OpenBLAS/OpenMP, which breaks
+  torch's CPU bf16 matmul in the same process) and timed inside it around ``fit`` only.
+
+Each solver's objective is re-evaluated here in float64 on its returned weights, so the column
+is comparable. Nothing is asserted about speed; the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from tasks.classifiers import LogisticRegression, preprocess
+
+
+def make_features(n: int, dim: int, classes: int, n_test: int, noise: float, seed: int = 0):
+    """Class means ~ N(0, I/dim), samples = mean + noise · N(0, I/dim); every class in the train set."""
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((classes, dim)).astype(np.float32) / np.sqrt(dim)
+
+    def draw(m):
+        y = np.concatenate([np.arange(classes), rng.integers(0, classes, max(0, m - classes))])[:m]
+        X = means[y] + noise * rng.standard_normal((len(y), dim)).astype(np.float32) / np.sqrt(dim)
+        return preprocess(X), y
+
+    Xtr, ytr = draw(n)
+    Xte, yte = draw(n_test)
+    return Xtr, ytr, Xte, yte
+
+
+def objective(W: np.ndarray, X: np.ndarray, y: np.ndarray, lambd: float) -> float:
+    """Float64 mean cross-entropy + (λ/N)/2 ||W||², row chunks to bound memory."""
+    W = np.asarray(W, np.float64)
+    n, total = len(X), 0.0
+    for s in range(0, n, 4096):
+        Z = np.asarray(X[s:s + 4096], np.float64) @ W
+        zmax = Z.max(1, keepdims=True)
+        lse = np.log(np.exp(Z - zmax).sum(1)) + zmax[:, 0]
+        total += float(np.sum(lse - Z[np.arange(len(Z)), y[s:s + 4096]]))
+    return total / n + 0.5 * lambd / n * float((W ** 2).sum())
+
+
+def accuracy(W: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((X @ np.asarray(W, np.float32)).argmax(1) == y))
+
+
+_CYANURE = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    from cyanure.estimators import Classifier
+    d, lambd = sys.argv[1], float(sys.argv[2])
+    X = np.ascontiguousarray(np.load(d + "/X.npy"), dtype=np.float64)
+    y = np.load(d + "/y.npy")
+    clf = Classifier(loss="multiclass-logistic", penalty="l2", lambda_1=lambd / len(X),
+                     fit_intercept=False, tol=1e-3, max_iter=300, duality_gap_interval=10,
+                     verbose=False)
+    t = time.perf_counter()
+    clf.fit(X, y)
+    elapsed = time.perf_counter() - t
+    np.save(d + "/W.npy", clf.coef_)
+    print(json.dumps({"time": elapsed, "epochs": float(np.max(clf.n_iter_))}))
+""")
+
+
+def run_cyanure(Xtr, ytr, lambd, timeout):
+    with tempfile.TemporaryDirectory() as d:
+        np.save(os.path.join(d, "X.npy"), Xtr.astype(np.float64))
+        np.save(os.path.join(d, "y.npy"), ytr)
+        try:
+            proc = subprocess.run([sys.executable, "-c", _CYANURE, d, str(lambd)],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"timed out after {timeout:.0f} s"
+        if proc.returncode != 0:
+            return None, "failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        return (np.load(os.path.join(d, "W.npy")), out), None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=12811, help="training samples (1 %% ImageNet: 12811)")
+    p.add_argument("--dim", type=int, default=384, help="feature dimension (ViT-S: 384)")
+    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--n-test", type=int, default=10000, help="held-out samples")
+    p.add_argument("--noise", type=float, default=None,
+                   help="noise / class-mean scale (default 3.5, --small: 2.0; ~60-70 %% held-out)")
+    p.add_argument("--lambd", type=float, default=0.0025, help="λ; the penalty is (λ/N)/2 ||W||²")
+    p.add_argument("--tol", type=float, default=None, help="our tol (default: the estimator's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--small", action="store_true", help="2000 x 128, 100 classes, 2000 held out")
+    p.add_argument("--repeats", type=int, default=1, help="fits of ours (best time reported)")
+    p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--skip-cyanure", action="store_true")
+    p.add_argument("--cyanure-timeout", type=float, default=900.0, help="seconds")
+    p.add_argument("--sklearn-max-iter", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.small:
+        args.n, args.dim, args.classes, args.n_test = 2000, 128, 100, 2000
+    if args.noise is None:
+        args.noise = 2.0 if args.small else 3.5
+
+    Xtr, ytr, Xte, yte = make_features(args.n, args.dim, args.classes, args.n_test, args.noise, args.seed)
+    print(f"features: train {Xtr.shape}, held-out {Xte.shape}, {args.classes} classes, noise {args.noise}, "
+          f"λ={args.lambd:g} (λ/N={args.lambd / args.n:.3g}), torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs, device {args.device}")
+    print(f"\n{'solver':34s} {'time [s]':>9s} {'objective':>12s} {'train acc':>9s} {'held-out':>9s}  notes")
+    results = {}
+
+    def report(key, name, elapsed, W, note):
+        obj, tr, te = objective(W, Xtr, ytr, args.lambd), accuracy(W, Xtr, ytr), accuracy(W, Xte, yte)
+        results[key] = (elapsed, obj, te)
+        print(f"{name:34s} {elapsed:9.2f} {obj:12.7f} {100 * tr:8.2f}% {100 * te:8.2f}%  {note}", flush=True)
+
+    kw = {} if args.tol is None else {"tol": args.tol}
+    times = []
+    for _ in range(max(1, args.repeats)):
+        clf = LogisticRegression(lambd=args.lambd, device=args.device, **kw)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            clf.fit(Xtr, ytr)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    info = clf.convergence_info()
+    report("ours", f"ours (torch L-BFGS, {args.device})", min(times), clf.coef_,
+           f"{info['n_iter']} it, {info['n_matmul']} matmuls, rel |g|={info['rel_grad_norm']:.1e}, "
+           f"{info['stop_reason']}; all times: {', '.join(f'{x:.2f}' for x in times)}")
+
+    if not args.skip_cyanure:
+        res, err = run_cyanure(Xtr, ytr, args.lambd, args.cyanure_timeout)
+        if res is None:
+            print(f"{'cyanure (MSN settings)':34s} {err}", flush=True)
+        else:
+            W, out = res
+            report("cyanure", "cyanure (MSN settings)", out["time"], W, f"{out['epochs']:.0f} epochs")
+
+    if not args.skip_sklearn:
+        from sklearn.linear_model import LogisticRegression as SkLR
+
+        sk = SkLR(C=1.0 / args.lambd, fit_intercept=False, tol=1e-6, max_iter=args.sklearn_max_iter)
+        t = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sk.fit(Xtr, ytr)
+        report("scikit-learn", "scikit-learn lbfgs (tol 1e-6)", time.perf_counter() - t, sk.coef_.T,
+               f"{int(np.max(sk.n_iter_))} it")
+
+    ours = results["ours"]
+    for other in ("cyanure", "scikit-learn"):
+        if other in results:
+            o = results[other]
+            print(f"ours/{other}: time x{ours[0] / o[0]:.2f}, objective {ours[1] - o[1]:+.2e}, "
+                  f"held-out acc {100 * (ours[2] - o[2]):+.2f} points")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
