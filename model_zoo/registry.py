@@ -150,3 +150,24 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))} "
                        "(or pass the path of a checkpoint file)") from None
+
+
+# --- Tiny models pretrained by this project on the embedded dataset ---
+# ViT dim 96 / depth 4 / 3 heads, patch 8, 64 px, trained on CPU on the embedded classification train pool by
+# `make pretrain-tiny` (model_zoo/pretrain/tiny.py: recipes, steps and probe; model_zoo/weights/tiny-models.json:
+# training times and linear-probe accuracies). float16 teacher (MAE: encoder) weights in the "lowshot" layout.
+# A regeneration reproduces these sha256 only on the same machine, thread count and torch / timm versions.
+_TINY_ARCH = dict(arch="vit_tiny", patch_size=8, img_size=64, embed_dim=96, depth=4, num_heads=3, layout="lowshot",
+                  url=None)
+for _name, _method, _sha256, _notes in [
+    ("random-tiny", "dino", "c0799f2437993b8a072163a529ba14a705c60cdf2cdf3552a7ba4e0ef33b764e",
+     "baseline: seeded random init (seed 0), evaluated with DINO's rules"),
+    ("dino-tiny", "dino", "62bc3088407c841c5e70a27d5b68bbc1c81fda8cd38f6e60343990de6170900a", "220 steps x 64"),
+    ("ibot-tiny", "ibot", "16201748117328ec4fee43f3d6e6e06def837615e1b0f32cfe65b496c26a1f01", "200 steps x 64"),
+    ("msn-tiny", "msn", "d45f1a02236bb8889217c972215ec131601dc5a51eb6c498a2f74b563c5af321", "300 steps x 64"),
+    ("mae-tiny", "mae", "a0f4b4559be1503b3732a20335d1063bca88728803aa79363f82ef507e33c4c4", "750 steps x 64"),
+    ("maskcluster-tiny", "maskcluster", "e41862fa906bca2410c580b7284dcbe20497f6948567e19eea34082e30827546",
+     "190 steps x 64"),
+]:
+    register(ModelEntry(_name, _method, bundled=f"weights/{_name}.safetensors", sha256=_sha256,
+                        notes=f"tiny, embedded dataset; {_notes}", **_TINY_ARCH))

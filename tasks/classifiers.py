@@ -230,14 +230,18 @@ class _threads_for:
         torch.set_num_threads(self.saved)
 
 
-def _lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.1, refresh=20):
+def _lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.1, c2_first=1e-3,
+                  refresh=20):
     """Minimise F(W) = loss_fn(X W) / N + reg/2 ||W||² with L-BFGS, updating W in place.
 
     The model is linear, so along a search direction D the logits are Z + t·(X D): an iteration
     costs one matmul for X D, one for the gradient X^T R, and the line search only re-evaluates
     the loss on logits (no matmul). Because those evaluations are cheap, the line search asks for
-    the strong Wolfe conditions with a tight c2 (c1=1e-4, c2=0.1): fewer, better iterations. It
-    uses safeguarded secant steps on φ'(t), monotone because F is convex. Z is updated
+    the strong Wolfe conditions with a tight c2 (c1=1e-4, c2=0.1): fewer, better iterations. The
+    first step (steepest descent from W = 0, no curvature information yet) is an almost exact
+    1-D minimisation (c2=1e-3): on nearly separable problems the objective along -∇F(0) is very
+    flat and a loose first step costs many iterations (on the 1 %-ImageNet shape, half of them).
+    The line search uses safeguarded secant steps on φ'(t), monotone because F is convex. Z is updated
     incrementally, recomputed every ``refresh`` iterations, and F, ∇F are recomputed from scratch
     before convergence is declared and at the end (so the reported numbers are exact).
 
@@ -283,7 +287,8 @@ def _lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0
         n_matmul += 1
         # first iteration (steepest descent from W = 0): start where the logits move by ~1
         t0 = 1.0 if len(memory) else 1.0 / max(float(ZD.abs().max()), 1e-30)
-        t, f_new, R = _line_search(Z, ZD, buf, W64, D, f, gtd, t0, loss_fn, reg, n, c2=c2)
+        t, f_new, R = _line_search(Z, ZD, buf, W64, D, f, gtd, t0, loss_fn, reg, n,
+                                   c2=c2 if len(memory) else c2_first)
         if t == 0.0:
             status = "no_progress"
             break

@@ -90,10 +90,10 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--workers", type=int, default=None, help="decode workers for the JPEG case (default: machine)")
-    p.add_argument("--small", action="store_true", help="CI size: ViT-S/16 at 64 px, 32 images")
+    p.add_argument("--small", action="store_true", help="CI size: ViT-S/16 at 64 px, 16 images")
     a = p.parse_args(argv)
     if a.small:
-        a.img, a.n, a.batch_size = 64, 32, 16
+        a.img, a.n, a.batch_size = 64, 16, 8
     if a.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda was asked for, but CUDA is not available")
     torch.manual_seed(0)

@@ -56,7 +56,7 @@ def config_from_args(args: argparse.Namespace):
                        ("log_every", "log_every")]:
         if getattr(args, key) is not None:
             overrides[field] = getattr(args, key)
-    return make_config(args.method, **overrides, **parse_overrides(args.set))
+    return make_config(args.method, **{**overrides, **parse_overrides(args.set)})  # --set wins
 
 
 def parse_overrides(items: list[str]) -> dict:
