@@ -6,6 +6,22 @@ every task run offline); import the module you need, e.g.
 """
 
 
+class NamedImages:
+    """Mixin for datasets with a `names` list and an `identity`: len() and index_of(name)."""
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index_of(self, name: str) -> int:
+        """Index of the image called ``name`` (KeyError naming this dataset otherwise)."""
+        if getattr(self, "_index", None) is None:
+            self._index = {n: i for i, n in enumerate(self.names)}
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not an image of {self.identity}") from None
+
+
 class FirstImages:
     """The first `n` images of a dataset: a smaller pool with the same images, names, labels and identity."""
 

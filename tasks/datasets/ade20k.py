@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 from PIL import Image
+from . import NamedImages
 
 __all__ = ["ADE20K_CLASSES", "ADE20KSegmentation", "reduce_zero_label"]
 
@@ -73,7 +74,7 @@ def _resolve_ade_dir(root: str) -> str:
     )
 
 
-class ADE20KSegmentation:
+class ADE20KSegmentation(NamedImages):
     """ADE20K semantic segmentation; ``split="training"`` (20,210) or ``"validation"`` (2,000).
 
     Attributes: ``classes`` (150 names, no background class), ``num_classes`` (150),
@@ -114,18 +115,6 @@ class ADE20KSegmentation:
         self.names = sorted(images)
         self.classes = list(ADE20K_CLASSES)
         self.identity = f"ade20k/{split}@{self.ade_dir}"
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def index_of(self, name: str) -> int:
-        """Index of the image called ``name`` (KeyError naming this dataset otherwise)."""
-        if getattr(self, "_index", None) is None:
-            self._index = {n: i for i, n in enumerate(self.names)}
-        try:
-            return self._index[name]
-        except KeyError:
-            raise KeyError(f"{name!r} is not an image of {self.identity}") from None
 
     def image_path(self, i: int) -> str:
         return os.path.join(self.image_dir, self._image_files[self.names[i]])

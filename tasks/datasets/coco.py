@@ -31,6 +31,7 @@ import os
 
 import numpy as np
 from PIL import Image
+from . import NamedImages
 
 __all__ = ["COCOMultiLabel", "NUM_COCO_CLASSES"]
 
@@ -52,7 +53,7 @@ def _require_int(d, key, path, where):
     return v
 
 
-class COCOMultiLabel:
+class COCOMultiLabel(NamedImages):
     """COCO multi-label classification; see the module docstring for the conventions.
 
     Attributes: ``classes`` (80 names), ``category_ids`` (80 ints, ascending), ``names``,
@@ -143,18 +144,6 @@ class COCOMultiLabel:
                 f"e.g. {os.path.join(self.image_dir, missing[0])}"
             )
         self.identity = f"coco/{split}@{self.root}"
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def index_of(self, name: str) -> int:
-        """Index of the image called ``name`` (KeyError naming this dataset otherwise)."""
-        if getattr(self, "_index", None) is None:
-            self._index = {n: i for i, n in enumerate(self.names)}
-        try:
-            return self._index[name]
-        except KeyError:
-            raise KeyError(f"{name!r} is not an image of {self.identity}") from None
 
     def image_path(self, i: int) -> str:
         return os.path.join(self.image_dir, self.file_names[i])

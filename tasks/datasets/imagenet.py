@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from . import NamedImages
+
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png")
 _MSN = "https://raw.githubusercontent.com/facebookresearch/msn/main"
 
@@ -88,7 +90,7 @@ def _list_images(folder: Path) -> list[str]:
         return sorted(e.name for e in it if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
 
 
-class ImageFolderSplit:
+class ImageFolderSplit(NamedImages):
     """One split (`train` or `val`) of an ImageFolder dataset, restricted to a list of file names or all files.
 
     Attributes match the other datasets of the suite: classes, names, targets, load_image(i), identity.
@@ -136,17 +138,6 @@ class ImageFolderSplit:
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"{folder} does not exist: expected the ImageFolder layout <root>/<split>/<class>/<image>")
         return sorted(d.name for d in os.scandir(folder) if d.is_dir())
-
-    def __len__(self) -> int:
-        return len(self.relpaths)
-
-    def index_of(self, name: str) -> int:
-        if not hasattr(self, "_index"):
-            self._index = {n: i for i, n in enumerate(self.names)}
-        try:
-            return self._index[name]
-        except KeyError:
-            raise KeyError(f"{name!r} is not in {self.folder}") from None
 
     def load_image(self, i: int) -> Image.Image:
         path = self.folder / self.relpaths[i]

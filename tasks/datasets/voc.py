@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image
+from . import NamedImages
 
 __all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "VOC2007MultiLabel", "VOC2012Segmentation", "resolve_voc_dir"]
 
@@ -145,7 +146,7 @@ def parse_voc_xml(path: str) -> list[tuple[str, bool]]:
     return objects
 
 
-class VOC2007MultiLabel:
+class VOC2007MultiLabel(NamedImages):
     """VOC2007 multi-label classification (20 classes).
 
     Attributes:
@@ -182,18 +183,6 @@ class VOC2007MultiLabel:
         self.ignore = has_difficult & (self.targets == 0)
         self.identity = f"voc2007/{split}@{self.voc_dir}"
 
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def index_of(self, name: str) -> int:
-        """Index of the image called ``name`` (KeyError naming this dataset otherwise)."""
-        if getattr(self, "_index", None) is None:
-            self._index = {n: i for i, n in enumerate(self.names)}
-        try:
-            return self._index[name]
-        except KeyError:
-            raise KeyError(f"{name!r} is not an image of {self.identity}") from None
-
     def image_path(self, i: int) -> str:
         return os.path.join(self.image_dir, self.names[i] + ".jpg")
 
@@ -204,7 +193,7 @@ class VOC2007MultiLabel:
         return f"VOC2007MultiLabel({self.identity!r}, n={len(self)})"
 
 
-class VOC2012Segmentation:
+class VOC2012Segmentation(NamedImages):
     """VOC2012 semantic segmentation (21 classes incl. background, 255 = ignore).
 
     ``split="train"`` (1,464 images) or ``"val"`` (1,449). With ``use_sbd_aug=True`` (train
@@ -255,18 +244,6 @@ class VOC2012Segmentation:
         _check_files_exist(self.image_dir, self.names, ".jpg", "image", split_file)
         _check_files_exist(self.mask_dir, self.names, ".png", "mask", split_file)
         self.identity = f"voc2012/{'train_aug' if use_sbd_aug else split}@{self.voc_dir}"
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def index_of(self, name: str) -> int:
-        """Index of the image called ``name`` (KeyError naming this dataset otherwise)."""
-        if getattr(self, "_index", None) is None:
-            self._index = {n: i for i, n in enumerate(self.names)}
-        try:
-            return self._index[name]
-        except KeyError:
-            raise KeyError(f"{name!r} is not an image of {self.identity}") from None
 
     def image_path(self, i: int) -> str:
         return os.path.join(self.image_dir, self.names[i] + ".jpg")
