@@ -104,7 +104,7 @@ def test_voc07_end_to_end_splits_saved_and_reused(tmp_path):
 
 
 def test_coco_end_to_end(tmp_path):
-    data = write_coco(tmp_path / "coco")
+    write_coco(tmp_path / "coco")
     results = tmp_path / "results"
     with pytest.warns(UserWarning, match="fewer than k"):  # tiny pool: some classes have < 5 positives
         assert main(["bench", *_fixture_model_args(), "--task", "coco-multilabel", "--data-root", str(tmp_path),

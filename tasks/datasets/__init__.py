@@ -6,6 +6,19 @@ every task run offline); import the module you need, e.g.
 """
 
 
+def load_rgb(path):
+    """An image file as RGB; a missing or unreadable file is an error naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+
+
 class NamedImages:
     """Mixin for datasets with a `names` list and an `identity`: len() and index_of(name)."""
 

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 from PIL import Image
-from . import NamedImages
+from . import NamedImages, load_rgb
 
 __all__ = ["ADE20K_CLASSES", "ADE20KSegmentation", "reduce_zero_label"]
 
@@ -123,14 +123,7 @@ class ADE20KSegmentation(NamedImages):
         return os.path.join(self.mask_dir, self._mask_files[self.names[i]])
 
     def load_image(self, i: int) -> Image.Image:
-        path = self.image_path(i)
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image {path} does not exist") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read image {path}: {exc}") from exc
+        return load_rgb(self.image_path(i))
 
     def load_mask(self, i: int) -> np.ndarray:
         path = self.mask_path(i)

@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 from PIL import Image
-from . import NamedImages
+from . import NamedImages, load_rgb
 
 __all__ = ["COCOMultiLabel", "NUM_COCO_CLASSES"]
 
@@ -149,14 +149,7 @@ class COCOMultiLabel(NamedImages):
         return os.path.join(self.image_dir, self.file_names[i])
 
     def load_image(self, i: int) -> Image.Image:
-        path = self.image_path(i)
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image {path} does not exist") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read image {path}: {exc}") from exc
+        return load_rgb(self.image_path(i))
 
     def __repr__(self) -> str:
         return f"COCOMultiLabel({self.identity!r}, n={len(self)})"

@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image
-from . import NamedImages
+from . import NamedImages, load_rgb
 
 __all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "VOC2007MultiLabel", "VOC2012Segmentation", "resolve_voc_dir"]
 
@@ -103,16 +103,6 @@ def _check_files_exist(folder: str, names: list[str], ext: str, what: str, split
         )
 
 
-def _load_rgb(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image {path} does not exist") from None
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
-
-
 def parse_voc_xml(path: str) -> list[tuple[str, bool]]:
     """Objects of a VOC annotation file as ``[(class_name, difficult), ...]``.
 
@@ -187,7 +177,7 @@ class VOC2007MultiLabel(NamedImages):
         return os.path.join(self.image_dir, self.names[i] + ".jpg")
 
     def load_image(self, i: int) -> Image.Image:
-        return _load_rgb(self.image_path(i))
+        return load_rgb(self.image_path(i))
 
     def __repr__(self) -> str:
         return f"VOC2007MultiLabel({self.identity!r}, n={len(self)})"
@@ -252,7 +242,7 @@ class VOC2012Segmentation(NamedImages):
         return os.path.join(self.mask_dir, self.names[i] + ".png")
 
     def load_image(self, i: int) -> Image.Image:
-        return _load_rgb(self.image_path(i))
+        return load_rgb(self.image_path(i))
 
     def load_mask(self, i: int) -> np.ndarray:
         path = self.mask_path(i)
