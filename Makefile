@@ -9,7 +9,7 @@ EMBEDDED_RESULTS := results/embedded
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench leaderboard figure1 results clean
+.PHONY: install test bench leaderboard figure1 results pretrain-tiny clean
 
 install: $(STAMP)
 

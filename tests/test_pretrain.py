@@ -218,11 +218,13 @@ def test_resume_is_bit_identical(tmp_path, method):
     a, b = _params(straight["model"]), _params(resumed["model"])
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
-    assert (tmp_path / "a" / "backbone.safetensors").read_bytes() == (tmp_path / "b" / "backbone.safetensors").read_bytes()
+    backbone = "backbone.safetensors"
+    assert (tmp_path / "a" / backbone).read_bytes() == (tmp_path / "b" / backbone).read_bytes()
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "b").iterdir())  # atomic writes leave nothing
     # the training checkpoint is plain tensors + containers, with every part the brief lists
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
-    assert {"student", "teacher", "heads", "teacher_heads", "optimizer", "scheduler", "step", "rng", "config"} <= set(state)
+    parts = {"student", "teacher", "heads", "teacher_heads", "optimizer", "scheduler", "step", "rng", "config"}
+    assert parts <= set(state)
     assert json.loads(state["config"])["method"] == method and state["step"] == 4
     fresh = PretrainModel(cfg)
     load_training_checkpoint(tmp_path / "b" / "checkpoint.pt", fresh)

@@ -6,8 +6,10 @@ how a batch of images becomes views + masks (`prepare`, all randomness from one 
   dino         CLS self-distillation across multi-crop views, teacher centred (Caron et al. 2021)
   ibot         + masked patch self-distillation: student global views with block-masked mask tokens (Zhou et al. 2022)
   msn          masked anchor views (patches dropped) match the unmasked target view's prototype assignment;
-               targets sharpened + Sinkhorn, ME-MAX on the anchors; prototypes shared with the target (Assran et al. 2022)
-  mae          75 % of patches dropped, a light decoder reconstructs their normalised pixels; no teacher (He et al. 2022)
+               targets sharpened + Sinkhorn, ME-MAX on the anchors; prototypes shared with the target
+               (Assran et al. 2022)
+  mae          75 % of patches dropped, a light decoder reconstructs their normalised pixels; no teacher
+               (He et al. 2022)
   maskcluster  teacher CL_t / PL_t cluster the unmasked views' CLS / patch tokens; the student sees GMML-corrupted
                views (blocks of noise or of another image) and predicts both assignments (CL_s / PL_s) and
                reconstructs the clean pixels (l1) of the corrupted patches (Nandam et al., Figure 2)

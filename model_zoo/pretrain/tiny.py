@@ -126,7 +126,8 @@ def main(argv=None) -> int:
             target = args.out / f"{method}-tiny.safetensors"
             shutil.copyfile(result["backbone"], target.with_suffix(".tmp"))
             os.replace(target.with_suffix(".tmp"), target)
-            summary[f"{method}-tiny"] = {"sha256": sha256_file(target), "wall_minutes": round((time.time() - t0) / 60, 1),
+            summary[f"{method}-tiny"] = {"sha256": sha256_file(target), "threads": args.threads,
+                                         "wall_minutes": round((time.time() - t0) / 60, 1),
                                          "cpu_minutes": round((time.process_time() - cpu0) / 60, 1)}
     for name in ["random-tiny"] + [f"{m}-tiny" for m in args.methods]:
         path = args.out / f"{name}.safetensors"
