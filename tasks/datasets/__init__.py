@@ -19,6 +19,20 @@ def load_rgb(path):
         raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
+def read_label_png(path):
+    """A label map PNG as (PIL mode, array of its raw pixel values, palette indices not colours)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.mode, np.array(im)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"label map {path} does not exist") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read label map {path}: {exc}") from exc
+
+
 class NamedImages:
     """Mixin for datasets with a `names` list and an `identity`: len() and index_of(name)."""
 

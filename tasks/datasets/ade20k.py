@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 from PIL import Image
-from . import NamedImages, load_rgb
+from . import NamedImages, load_rgb, read_label_png
 
 __all__ = ["ADE20K_CLASSES", "ADE20KSegmentation", "reduce_zero_label"]
 
@@ -127,14 +127,7 @@ class ADE20KSegmentation(NamedImages):
 
     def load_mask(self, i: int) -> np.ndarray:
         path = self.mask_path(i)
-        try:
-            with Image.open(path) as im:
-                mode = im.mode
-                raw = np.array(im)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"annotation {path} does not exist") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read annotation {path}: {exc}") from exc
+        mode, raw = read_label_png(path)
         if raw.ndim != 2:
             raise ValueError(f"annotation {path} has PIL mode {mode!r} and shape {raw.shape}: expected a single-channel PNG")
         if raw.max(initial=0) > self.num_classes:

@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image
-from . import NamedImages, load_rgb
+from . import NamedImages, load_rgb, read_label_png
 
 __all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "VOC2007MultiLabel", "VOC2012Segmentation", "resolve_voc_dir"]
 
@@ -246,14 +246,7 @@ class VOC2012Segmentation(NamedImages):
 
     def load_mask(self, i: int) -> np.ndarray:
         path = self.mask_path(i)
-        try:
-            with Image.open(path) as im:
-                mode = im.mode
-                mask = np.array(im)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"mask {path} does not exist") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read mask {path}: {exc}") from exc
+        mode, mask = read_label_png(path)
         if mode not in ("P", "L") or mask.ndim != 2:
             raise ValueError(
                 f"mask {path} has PIL mode {mode!r}: expected a palette ('P') or grayscale ('L') PNG "
