@@ -47,24 +47,53 @@ def cmd_models(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from . import distributed
+
+    if not distributed.launched_by_torchrun():
+        return _bench(args)
+    if not args.extract_only:
+        raise SystemExit("lowshot bench under torchrun only extracts features: add --extract-only, then run "
+                         "`lowshot bench` again with the same options, without torchrun and --extract-only, to fit "
+                         "the classifiers and write the records from the cached features")
+    if args.device.startswith("cuda"):
+        _check_cuda(args.device)
+    args.device = distributed.init(args.device)
+    try:
+        return _bench(args)
+    finally:
+        distributed.shutdown()
+
+
+def _check_cuda(device: str) -> None:
     import torch
 
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--device {device} was asked for, but CUDA is not available on this machine")
+
+
+def _bench(args) -> int:
     from model_zoo import load_model
     from tasks.registry import TaskOptions, embedded_tasks, get_task, real_tasks
 
+    from . import distributed
     from .features import FeatureCache
     from .leaderboard import build, format_table, records_frame, summarize
     from .records import load_records
     from .runner import RunContext
 
     embedded = args.data_root is None
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda was asked for, but CUDA is not available on this machine")
+    if args.device == "cuda":
+        _check_cuda(args.device)
     lambd = args.lambd if args.lambd in (None, "cv") else float(args.lambd)
-    ctx = RunContext(Path(args.results), FeatureCache(args.cache), overwrite=args.overwrite, lambd=lambd,
+    rank, sharded = distributed.rank(), distributed.active()
+    cache = FeatureCache(args.cache, sharded=sharded)
+    if sharded:
+        distributed.check_shared_directory(cache.root)
+    ctx = RunContext(Path(args.results), cache, overwrite=args.overwrite, lambd=lambd,
                      classifiers=tuple(args.classifier) if args.classifier else None,
                      settings=tuple(args.setting) if args.setting else None, feature=args.feature,
-                     device=args.device, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+                     device=args.device, batch_size=args.batch_size, workers=args.workers,
+                     progress=not args.quiet and rank == 0, extract_only=args.extract_only)
     t0 = time.time()
     opts = TaskOptions(args.data_root, args.splits, args.custom_splits)
     built = []  # datasets are read and checked before any model runs
@@ -85,8 +114,16 @@ def cmd_bench(args) -> int:
                            weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint)
         loaded.append(model.info.name)
         for entry, task in built:
-            print(f"== {model.info.name} on {entry.name}", flush=True)
+            if rank == 0:
+                print(f"== {model.info.name} on {entry.name}", flush=True)
             written += task.run(model, ctx)
+    if args.extract_only:
+        if rank == 0:
+            ranks = f" over {distributed.world_size()} ranks" if sharded else ""
+            print(f"\nfeatures extracted{ranks} into {ctx.cache.root}: {ctx.cache.hits} already cached, "
+                  f"{ctx.cache.misses} computed, {time.time() - t0:.1f}s; no record written (--extract-only): run "
+                  "`lowshot bench` again without --extract-only to fit the classifiers")
+        return 0
     print(f"\n{len(written)} record(s) written to {args.results}, feature cache: {ctx.cache.hits} hit(s), "
           f"{ctx.cache.misses} computed, {time.time() - t0:.1f}s")
     paths = build(args.results)
@@ -171,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction (CUDA only)")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--workers", type=int, help="DataLoader workers (default: from the machine)")
+    b.add_argument("--extract-only", action="store_true",
+                   help="only compute and cache the features the missing records need (no fitting, no record); "
+                   "required under torchrun, which shards the extraction over its processes")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
 

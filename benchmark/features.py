@@ -4,6 +4,8 @@ Features are computed once per (checkpoint sha256 + encoder, dataset identity + 
 feature name) and stored as `.npy` files (memory-mappable) beside a JSON description of their key. Every
 part of the key is hashed, so features of another checkpoint, transform or image list can never be
 reused. Files are written to a temporary name and renamed when complete: a crash leaves no half-file.
+Under torchrun (`FeatureCache(sharded=True)`, see `benchmark.distributed`) each rank extracts a contiguous shard
+into its own temporary file and rank 0 merges the shards into the cache file.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,10 +24,13 @@ from tqdm import tqdm
 
 from model_zoo.download import atomic_write_text, cache_dir
 
+from . import distributed
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Patch-token features are large (N x D per image): stored in float16, the rest in float32.
 HALF_FEATURES = {"patch", "patch_last4"}
+MERGE_CHUNK_BYTES = 64 << 20  # rows copied at a time when rank 0 merges the shards
 
 
 @dataclass(frozen=True)
@@ -96,8 +102,10 @@ def _digest(obj) -> str:
 class FeatureCache:
     """Directory of cached features: `<root>/<key[:2]>/<key>.npy` + `<key>.json`."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, sharded: bool = False):
         self.root = Path(root) if root else cache_dir() / "features"
+        # sharded: under an initialised torch.distributed group, every rank calls get() alike (benchmark.distributed)
+        self.sharded = sharded
         self.hits = 0
         self.misses = 0
 
@@ -117,38 +125,115 @@ class FeatureCache:
 
     def get(self, model, source, indices, transform: TransformSpec, names: list[str], batch_size: int = 64,
             workers: int | None = None, progress: bool = True) -> dict[str, np.ndarray]:
-        """Features for `indices` of `source`, memory-mapped from the cache; missing ones are computed together."""
+        """Features for `indices` of `source`, memory-mapped from the cache; missing ones are computed together.
+
+        With `sharded`, every rank of the torch.distributed group calls this alike: rank 0 decides what is missing,
+        each rank extracts its shard, rank 0 merges them, and all ranks return the merged cache files."""
         keys = {n: self.key(model, source, indices, transform, n) for n in names}
-        result, todo = {}, []
-        for n, (key, _) in keys.items():
-            path = self._path(key)
-            if path.exists():
-                result[n] = np.load(path, mmap_mode="r")
-                self.hits += 1
-            else:
-                todo.append(n)
+        todo = [n for n, (key, _) in keys.items() if not self._path(key).exists()]
+        sharded = self.sharded and distributed.active()
+        if sharded:
+            todo = distributed.broadcast(todo)
+        self.hits += len(names) - len(todo)
         if todo:
             self.misses += len(todo)
-            tmp = {n: self._path(keys[n][0]).with_name(f".{keys[n][0]}.{os.getpid()}.tmp.npy") for n in todo}
+            extract = self._extract_sharded if sharded else self._extract
+            extract(model, source, np.asarray(indices), transform, todo, keys, batch_size, workers, progress)
+        return {n: np.load(self._path(keys[n][0]), mmap_mode="r") for n in names}
 
-            def allocate(name, shape, dtype):  # stream straight into the cache file
-                tmp[name].parent.mkdir(parents=True, exist_ok=True)
-                return np.lib.format.open_memmap(tmp[name], mode="w+", dtype=dtype, shape=shape)
+    @staticmethod
+    def _memmaps(paths: dict):
+        def allocate(name, shape, dtype):  # stream straight into the (temporary) file
+            paths[name].parent.mkdir(parents=True, exist_ok=True)
+            return np.lib.format.open_memmap(paths[name], mode="w+", dtype=dtype, shape=shape)
+        return allocate
 
-            t0 = time.time()
+    def _publish(self, key: str, description: dict, tmp: Path, **extra) -> None:
+        path = self._path(key)
+        atomic_write_text(path.with_suffix(".json"), json.dumps({**description, **extra}, indent=1))
+        os.replace(tmp, path)
+
+    def _extract(self, model, source, indices, transform, todo, keys, batch_size, workers, progress) -> None:
+        tmp = {n: self._path(keys[n][0]).with_name(f".{keys[n][0]}.{os.getpid()}.tmp.npy") for n in todo}
+        t0 = time.time()
+        try:
+            feats = extract_features(model, source, indices, transform, todo, batch_size, workers, progress,
+                                     self._memmaps(tmp))
+        except BaseException:
+            for path in tmp.values():
+                path.unlink(missing_ok=True)
+            raise
+        seconds = time.time() - t0
+        for n in todo:
+            feats[n].flush()
+            del feats[n]
+            self._publish(*keys[n], tmp[n], seconds=seconds)
+
+    def _extract_sharded(self, model, source, indices, transform, todo, keys, batch_size, workers, progress) -> None:
+        """Rank r extracts `indices[r*n//w:(r+1)*n//w]` into its own temporary file; rank 0 merges them in order.
+
+        A failure on any rank (extraction or merge) raises `ShardError` on every rank, and no cache or shard file
+        is left behind."""
+        r, w = distributed.rank(), distributed.world_size()
+        token = distributed.broadcast(uuid.uuid4().hex)  # one name for this extraction's shard files on all ranks
+        parts = [distributed.shard(len(indices), q, w) for q in range(w)]
+
+        def shard_file(n, q):
+            return self._path(keys[n][0]).with_name(f".{keys[n][0]}.{token}.shard{q}of{w}.tmp.npy")
+
+        mine = {n: shard_file(n, r) for n in todo}
+        t0 = time.time()
+        try:
+            error = None
             try:
-                feats = extract_features(model, source, indices, transform, todo, batch_size, workers, progress, allocate)
-            except BaseException:
-                for path in tmp.values():
-                    path.unlink(missing_ok=True)
-                raise
-            seconds = time.time() - t0
-            for n in todo:
-                feats[n].flush()
-                del feats[n]
-                key, description = keys[n]
-                path = self._path(key)
-                atomic_write_text(path.with_suffix(".json"), json.dumps({**description, "seconds": seconds}, indent=1))
-                os.replace(tmp[n], path)
-                result[n] = np.load(path, mmap_mode="r")
-        return result
+                feats = extract_features(model, source, indices[parts[r]], transform, todo, batch_size, workers,
+                                         progress and r == 0, self._memmaps(mine))
+                for f in feats.values():
+                    f.flush()
+                del feats
+            except Exception as e:
+                error = e
+            distributed.raise_if_any_failed(error, f"{model.info.name}: sharded extraction of {source.identity}")
+            seconds = max(distributed.gather(time.time() - t0))
+            error = None
+            if r == 0:
+                try:
+                    for n in todo:
+                        self._merge(*keys[n], [shard_file(n, q) for q in range(w)], parts, seconds)
+                except Exception as e:
+                    error = e
+            # Also the barrier: no rank loads the cache files before rank 0 has published them.
+            distributed.raise_if_any_failed(error, f"{model.info.name}: merging the shards of {source.identity}")
+        finally:  # each rank removes its own shard files, after rank 0 has read them or on failure
+            for path in mine.values():
+                path.unlink(missing_ok=True)
+
+    def _merge(self, key: str, description: dict, shards: list[Path], parts: list[slice], seconds: float) -> None:
+        """Copy the shard files, in rank order, into one cache file (chunked; temporary name, then renamed)."""
+        n = parts[-1].stop
+        tmp = self._path(key).with_name(f".{key}.{os.getpid()}.tmp.npy")
+        try:
+            out = None
+            for shard, part in zip(shards, parts):
+                if part.stop == part.start:  # fewer images than ranks: this rank had none
+                    continue
+                src = np.load(shard, mmap_mode="r")
+                if len(src) != part.stop - part.start or (out is not None and (
+                        src.dtype != out.dtype or src.shape[1:] != out.shape[1:])):
+                    raise ValueError(f"shard file {shard} holds {src.shape} {src.dtype}, expected "
+                                     f"{part.stop - part.start} rows like the other shards")
+                if out is None:
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=src.dtype, shape=(n,) + src.shape[1:])
+                step = max(1, MERGE_CHUNK_BYTES // max(1, src[:1].nbytes))
+                for s in range(0, len(src), step):
+                    chunk = src[s:s + step]
+                    out[part.start + s:part.start + s + len(chunk)] = chunk
+                del src
+            if out is None:
+                raise ValueError("no shard holds any image")
+            out.flush()
+            del out
+            self._publish(key, description, tmp, seconds=seconds, ranks=len(parts))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

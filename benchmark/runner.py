@@ -22,6 +22,7 @@ class RunContext:
     batch_size: int = 64
     workers: int | None = None
     progress: bool = True
+    extract_only: bool = False  # tasks cache the features their missing records need, then return (torchrun)
 
     def _classifier_id(self, model, classifier: str) -> str:
         feature = self.feature or model.lowshot_feature

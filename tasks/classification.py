@@ -78,7 +78,10 @@ class LowShotClassification:
         feature = ctx.feature or model.lowshot_feature
         train_feats = ctx.features(model, data.pool, union, transform, [feature])[feature]
         test_idx = np.arange(len(data.test))
-        test_feats = np.asarray(ctx.features(model, data.test, test_idx, transform, [feature])[feature])
+        test_feats = ctx.features(model, data.test, test_idx, transform, [feature])[feature]
+        if ctx.extract_only:
+            return []
+        test_feats = np.asarray(test_feats)
         pool_targets = np.asarray(data.pool.targets)
         test_targets = np.asarray(data.test.targets)
         x_test = preprocess(test_feats)

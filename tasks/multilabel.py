@@ -106,8 +106,10 @@ class LowShotMultiLabel:
         transform = TransformSpec(data.resize, data.crop, model.spec.interpolation)
         feature = ctx.feature or model.lowshot_feature
         train_feats = ctx.features(model, data.train, union, transform, [feature])[feature]
-        x_test = preprocess(np.asarray(ctx.features(model, data.test, np.arange(len(data.test)), transform,
-                                                    [feature])[feature]))
+        test_feats = ctx.features(model, data.test, np.arange(len(data.test)), transform, [feature])[feature]
+        if ctx.extract_only:
+            return []
+        x_test = preprocess(np.asarray(test_feats))
         y_test, ignore_test = np.asarray(data.test.targets), _ignore(data.test)
         y_pool, ignore_pool = np.asarray(data.train.targets), _ignore(data.train)
         position = np.searchsorted(union, np.arange(len(data.train)))

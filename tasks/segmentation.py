@@ -490,7 +490,9 @@ class LowShotSegmentation:
         grid = self.crop // model.patch_size
 
         t0 = time.time()
-        features = self.train_features(model, ctx, union, transform, feature)
+        features = self.train_features(model, ctx, union, transform, feature)  # every chunk is requested here
+        if ctx.extract_only:  # masks are cached by the fitting run; evaluation features are never cached
+            return []
         masks = self.train_masks(ctx, union, workers)
         feature_seconds, union_bytes = time.time() - t0, features.nbytes
 
