@@ -88,9 +88,13 @@ def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """One figure per (family, task) that has results of ours."""
     paths = []
     ours = summary[summary["source"] == "ours"]
-    for (family, task), _ in ours.groupby(["family", "task"]):
-        if family == "classification":
+    for (family, task), rows in ours.groupby(["family", "task"]):
+        if family == "classification" and "logreg" in set(rows["classifier"]):
             paths += figure1(summary, out_dir, task)
+        elif family == "classification":  # e.g. a k-NN-only run: one figure per classifier it has
+            for classifier in sorted(set(rows["classifier"])):
+                paths += plot_family(summary, family, task, Path(out_dir) / f"{family}_{task}_{classifier}",
+                                     classifier=classifier)
         else:
             paths += plot_family(summary, family, task, Path(out_dir) / f"{family}_{task}")
     return paths

@@ -82,3 +82,13 @@ def test_figure1_and_family_plots(results, tmp_path, capsys):
     assert (tmp_path / "fam" / "multilabel_embedded-multilabel.png").exists()
     with pytest.raises(ValueError, match="no classification results"):
         main(["plot", "figure1", str(results), "--task", "embedded-lowshot", "--out", str(tmp_path / "x")])
+
+
+def test_family_plots_of_a_knn_only_run(tmp_path):
+    """A run with --classifier knn has no logistic-regression Figure 1: its k-NN curve is plotted instead."""
+    r = tmp_path / "runs"
+    for setting in ("1img", "2img"):
+        _record(r, "dino-tiny", setting, 1, 10.0, task="embedded-lowshot", classifier="knn")
+    assert main(["plot", "families", str(r), "--out", str(tmp_path / "fam")]) == 0
+    assert (tmp_path / "fam" / "classification_embedded-lowshot_knn.png").stat().st_size > 10_000
+    assert not (tmp_path / "fam" / "figure1_embedded-lowshot.png").exists()

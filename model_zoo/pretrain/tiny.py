@@ -38,14 +38,14 @@ PROBE_PER_CLASS = 40
 # (the weight left on the init is exp(-(1 - m0) * steps / 2) under the cosine schedule).
 COMMON = dict(embed_dim=TINY[0], depth=TINY[1], num_heads=TINY[2], img_size=64, patch_size=8, local_size=32,
               batch_size=64, seed=SEED, momentum_teacher=0.97, log_every=20, ckpt_every=50)
-# Steps per recipe: about 6 CPU-minutes each on one core of the development machine (a step's cost differs:
-# measured 1.7 s dino, 1.9 s ibot, 1.2 s msn, 0.5 s mae, 1.9 s maskcluster, rendering included).
+# Steps per recipe: about 10 minutes each on one core of the development machine (a step's cost differs:
+# measured ~1.3 s dino, 1.5 s ibot, 1.0 s msn, 0.4 s mae, 1.6 s maskcluster, rendering included).
 SETTINGS = {
-    "dino": dict(steps=220, n_local=2, lr=1e-3, warmup_steps=20),
-    "ibot": dict(steps=200, n_local=2, lr=1e-3, warmup_steps=20),
-    "msn": dict(steps=300, n_local=2, lr=1e-3, warmup_steps=30),
-    "mae": dict(steps=750, lr=1.5e-3, warmup_steps=50),
-    "maskcluster": dict(steps=190, lr=1e-3, warmup_steps=20),
+    "dino": dict(steps=400, n_local=2, lr=1e-3, warmup_steps=30),
+    "ibot": dict(steps=360, n_local=2, lr=1e-3, warmup_steps=30),
+    "msn": dict(steps=540, n_local=2, lr=1e-3, warmup_steps=40),
+    "mae": dict(steps=1350, lr=1.5e-3, warmup_steps=80),
+    "maskcluster": dict(steps=340, lr=1e-3, warmup_steps=30),
 }
 
 

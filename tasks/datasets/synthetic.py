@@ -1,7 +1,11 @@
 """Synthetic scenes: the embedded dataset, generated on the fly so every task runs offline.
 
 Images are shapes (the class = shape family) with random colour, texture, position, scale,
-rotation and mirroring, over textured backgrounds with small distractor fragments.  One
+rotation and mirroring, over muted textured backgrounds with a few small distractor fragments.
+As in photos, a class also has a typical look (a hue and a surface pattern, see TYPICAL) that
+most of its objects take: appearance is informative, shape decides.  (Version 1 had random
+appearance, busier backgrounds and smaller objects; the tiny models shipped with the project
+could not learn it within their CPU budget, see model_zoo/weights/README.md.)  One
 generator gives three tasks: ``classification`` (one object), ``multilabel`` (1-4 objects,
 target = classes present) and ``segmentation`` (1-4 objects, mask: 0 background, 1..C the
 visible object's class, 255 a thin ignore band along object outlines, like VOC).  Later objects
@@ -36,12 +40,14 @@ from PIL import Image
 __all__ = ["SyntheticScenes", "write_lowshot_splits", "lowshot_split_names", "one_percent_names",
            "render_scene", "CLASSES", "VERSION"]
 
-VERSION = 1
+VERSION = 2
 TASKS = ("classification", "multilabel", "segmentation")
 SPLITS = ("train", "test")
 TRAIN_PER_CLASS, TEST_PER_CLASS = 1300, 50       # classification (ImageNet-like pool)
 SCENES = {"train": 10000, "test": 500}          # multilabel and segmentation
 LOWSHOT_SEEDS, LOWSHOT_SHOTS = (1, 2, 3), (1, 2, 5)
+BG_CONTRAST = 0.5   # backgrounds span half the colour range of the v1 generator
+NOISE_AMP = 0.08    # sensor noise amplitude, at most
 EDGE_PX = 0.75       # |signed distance| below this is "ignore" (255) in masks: ~1.5 px band
 CORE_PX = 1.5        # a point this deep gives a labelled pixel: its nearest pixel centre is
                      # <= 0.71 px away, so still >= 0.79 > EDGE_PX deep (1-Lipschitz sdf)
@@ -121,6 +127,11 @@ SHAPES = {
                         _poly((0, 0.15), (-0.72, -0.68), (0.72, -0.68))),
 }
 CLASSES = list(SHAPES)
+# Like categories in photos (most bananas are yellow), a class has a typical look, taken by TYPICAL_P of
+# its objects: a hue (evenly spaced, in class order) and a surface pattern (a _fill kind, 0-5 in turn).
+# Shape alone tells the classes apart; appearance is the cue features learnt from few images pick up first.
+TYPICAL_P = 0.6
+TYPICAL = [(k / len(CLASSES), k % 6) for k in range(len(CLASSES))]
 _SHAPE_FNS = list(SHAPES.values())
 
 # Candidate "core" points per shape: a local grid, kept where inside, with their depth
@@ -139,17 +150,17 @@ def _layout(rng, size, cls=None):
     """Objects bottom to top.  Each earlier object keeps a core point (>= CORE_PX deep, in
     the frame) outside every later object's bounding disc, so it stays visible: the class
     set of the layout is exactly the set of labels in the mask."""
-    if cls is not None:
-        n, (rmin, rmax) = 1, (0.22 * size, 0.40 * size)
+    if cls is not None:   # one large object, its centre >= 0.8 r from the border
+        n, (rmin, rmax), inside = 1, (0.28 * size, 0.42 * size), 0.8
     else:
-        n, (rmin, rmax) = 1 + int(rng.random() * 4), (0.13 * size, 0.26 * size)
+        n, (rmin, rmax), inside = 1 + int(rng.random() * 4), (0.13 * size, 0.26 * size), 0.3
     objs, cores = [], []
     for k in range(n):
         c = int(rng.random() * len(CLASSES)) if cls is None else cls
         for attempt in range(40):
             q = rng.random(5).tolist()   # one call per attempt: scalar draws are slow
             r = rmin + (rmax - rmin) * q[0]
-            cx, cy = (0.3 * r + (size - 0.6 * r) * x for x in q[1:3])
+            cx, cy = (inside * r + (size - 2 * inside * r) * x for x in q[1:3])
             a = 2 * math.pi * q[3]
             o = (c, cx, cy, r, math.cos(a), math.sin(a), 1.0 if q[4] < 0.5 else -1.0)
             gx, gy, depth = _CORES[c]
@@ -240,20 +251,20 @@ def _ramp(t, c1, c2):
 
 
 def _background(rng, size, bank):
+    """Textured but muted (contrast <= BG_CONTRAST): objects are the high-contrast part of a scene."""
     gray, rgb, _ = bank
     q = rng.random(10).tolist()
     kind = int(q[0] * 4)
+    c1, c2 = _colour(*q[2:5]), _colour(*q[5:8])
+    c2 = c1 + (c2 - c1) * BG_CONTRAST
     if kind == 0 and gray:
-        img = _ramp(_crop(gray[int(q[1] * len(gray))], rng, size, size, size),
-                    _colour(*q[2:5]), _colour(*q[5:8]))
-    elif kind == 1 and rgb:   # photo crop, sometimes partly desaturated
-        img = _crop(rgb[int(q[1] * len(rgb))], rng, size, size, size)
-        if q[2] < 0.5:
-            img = img * 0.6 + (img[..., 0:1] + img[..., 1:2] + img[..., 2:3]) * (0.4 / 3)
+        img = _ramp(_crop(gray[int(q[1] * len(gray))], rng, size, size, size), c1, c2)
+    elif kind == 1 and rgb:   # photo crop, faded towards a colour
+        img = _crop(rgb[int(q[1] * len(rgb))], rng, size, size, size) * BG_CONTRAST + c1 * (1 - BG_CONTRAST)
     else:                     # two octaves of value noise between two colours
         t = _noise(rng, size, size, 2 + int(q[8] * 6)) * 0.6 \
             + _noise(rng, size, size, 8 + int(q[9] * 12)) * 0.4
-        img = _ramp(t, _colour(*q[2:5]), _colour(*q[5:8]))
+        img = _ramp(t, c1, c2)
     return np.array(img, dtype=np.float32)   # a fresh contiguous copy, drawn on in place
 
 
@@ -278,18 +289,23 @@ def _fill(rng, q, u, v, r, c1, c2, bank):
 
 def _draw(img, mask, label, o, size, sdf_fn, rng, bank, plain=False):
     """Composite one object (antialiased from its signed distance) and update the mask.
-    plain: distractor (flat shaded colour, no contrast check)."""
-    _, cx, cy, r, c, s, m = o
+    plain: distractor (flat shaded colour, no contrast check).  A class object takes its class's
+    typical look (hue and surface pattern, see TYPICAL) with probability TYPICAL_P."""
+    c, cx, cy, r, cs, sn, m = o
     x0, x1 = max(0, int(cx - r) - 1), min(size, int(cx + r) + 2)
     y0, y1 = max(0, int(cy - r) - 1), min(size, int(cy + r) + 2)
-    q = rng.random(10).tolist()
+    q = rng.random(11).tolist()
     if x0 >= x1 or y0 >= y1:
         return
     dx = (np.arange(x0, x1, dtype=np.float32) + np.float32(0.5 - cx))[None, :]
     dy = (np.arange(y0, y1, dtype=np.float32) + np.float32(0.5 - cy))[:, None]
-    u, v = (c * dx + s * dy) / r, (c * dy - s * dx) * (m / r)
+    u, v = (cs * dx + sn * dy) / r, (cs * dy - sn * dx) * (m / r)
     d = np.maximum(sdf_fn(u, v), np.sqrt(u * u + v * v) - 1) * r   # signed distance, px
     region = img[y0:y1, x0:x1]
+    typical = not plain and q[10] < TYPICAL_P
+    if typical:   # the class's hue (+- 0.02), its pattern; lightness and saturation free
+        hue, kind = TYPICAL[c]
+        q[0], q[3], q[6] = hue + 0.04 * (q[0] - 0.5), hue + 0.04 * (q[3] - 0.5), (kind + 0.5) / 6
     c1, c2 = _colour(*q[0:3]), _colour(*q[3:6])
     if not plain:   # re-draw colours that would vanish into the background (<= 4 tries)
         bg = region[::3, ::3].reshape(-1, 3).mean(0)
@@ -297,6 +313,8 @@ def _draw(img, mask, label, o, size, sdf_fn, rng, bank, plain=False):
             if np.abs((c1 + c2) * 0.5 - bg).max() >= 0.3:
                 break
             p = rng.random(6).tolist()
+            if typical:
+                p[0], p[3] = q[0], q[3]
             c1, c2 = _colour(*p[0:3]), _colour(*p[3:6])
     fill = _fill(rng, [0.0] + q[7:10] if plain else q[6:10], u, v, r, c1, c2, bank)
     region += (fill - region) * _clip01(0.5 - d)[..., None]
@@ -322,7 +340,7 @@ def render_scene(task, split, i, image_size=64):
     objs = _layout(rng, size, cls)          # the same stream goes on to render the image
     img = _background(rng, size, bank)
     mask = np.zeros((size, size), np.uint8) if task == "segmentation" else None
-    for _ in range(2 + int(rng.random() * 5)):   # distractors (background in masks)
+    for _ in range(int(rng.random() * 4)):   # 0-3 distractors (background in masks)
         q = rng.random(7).tolist()
         a, r = 2 * math.pi * q[0], (0.04 + 0.06 * q[1]) * size
         ca, sa = math.cos(a), math.sin(a)
@@ -336,7 +354,7 @@ def render_scene(task, split, i, image_size=64):
         _draw(img, mask, o[0] + 1, o, size, _SHAPE_FNS[o[0]], rng, bank)
     # photometric jitter and sensor noise (uniform: no transcendental maths)
     q = rng.random(3).tolist()
-    gain, bias, amp = 0.7 + 0.5 * q[0], 0.2 * q[1] - 0.1, 0.16 * q[2]
+    gain, bias, amp = 0.7 + 0.5 * q[0], 0.2 * q[1] - 0.1, NOISE_AMP * q[2]
     img = img * gain + (0.5 - 0.5 * gain + bias - 0.5 * amp)
     img += rng.random(img.shape, dtype=np.float32) * amp
     img = (_clip01(img) * 255 + 0.5).astype(np.uint8)
