@@ -9,7 +9,7 @@ EMBEDDED_RESULTS := results/embedded
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench leaderboard figure1 results pretrain-tiny clean
+.PHONY: install test bench leaderboard figure1 results pretrain-tiny ablation-collapse clean
 
 install: $(STAMP)
 
@@ -38,10 +38,20 @@ results: $(STAMP)
 	$(BIN)/lowshot leaderboard $(EMBEDDED_RESULTS)
 	$(BIN)/lowshot plot families $(EMBEDDED_RESULTS)
 
-# Re-train the tiny models shipped in model_zoo/weights/ (CPU, one after another, ~30-40 min); prints their sha256
+# Re-train the tiny models shipped in model_zoo/weights/ (CPU, one after another, ~50 min); prints their sha256
 # for model_zoo/registry.py. Bit-exact only on the same machine, thread count and torch/timm versions.
 pretrain-tiny: $(STAMP)
 	$(BIN)/python -m model_zoo.pretrain.tiny
+
+# The collapse-avoidance ablation in results/ablation-collapse/: MaskCluster with centering, ME-MAX or Sinkhorn
+# alone (three ~10-minute CPU runs, weights in build/), next to the shipped recipe (both) and random-tiny.
+ABLATION_RESULTS := results/ablation-collapse
+ablation-collapse: $(STAMP)
+	$(BIN)/python -m model_zoo.pretrain.tiny --ablation centering memax sinkhorn --out build/ablation-collapse
+	$(BIN)/lowshot bench --quiet --results $(ABLATION_RESULTS) --overwrite --model maskcluster-tiny --model random-tiny \
+		$(foreach v,centering memax sinkhorn,--model build/ablation-collapse/maskcluster-tiny-$(v).safetensors)
+	$(BIN)/lowshot leaderboard $(ABLATION_RESULTS)
+	$(BIN)/lowshot plot families $(ABLATION_RESULTS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -160,14 +160,14 @@ def get_entry(name: str) -> ModelEntry:
 _TINY_ARCH = dict(arch="vit_tiny", patch_size=8, img_size=64, embed_dim=96, depth=4, num_heads=3, layout="lowshot",
                   url=None)
 for _name, _method, _sha256, _notes in [
-    ("random-tiny", "dino", "c0799f2437993b8a072163a529ba14a705c60cdf2cdf3552a7ba4e0ef33b764e",
+    ("random-tiny", "dino", "34af8a2591ab89c7e58e569a3cd2f3d943409e0711ffe6abfc9c4b9626caa71a",
      "baseline: seeded random init (seed 0), evaluated with DINO's rules"),
-    ("dino-tiny", "dino", "62bc3088407c841c5e70a27d5b68bbc1c81fda8cd38f6e60343990de6170900a", "220 steps x 64"),
-    ("ibot-tiny", "ibot", "16201748117328ec4fee43f3d6e6e06def837615e1b0f32cfe65b496c26a1f01", "200 steps x 64"),
-    ("msn-tiny", "msn", "d45f1a02236bb8889217c972215ec131601dc5a51eb6c498a2f74b563c5af321", "300 steps x 64"),
-    ("mae-tiny", "mae", "a0f4b4559be1503b3732a20335d1063bca88728803aa79363f82ef507e33c4c4", "750 steps x 64"),
-    ("maskcluster-tiny", "maskcluster", "e41862fa906bca2410c580b7284dcbe20497f6948567e19eea34082e30827546",
-     "190 steps x 64"),
+    ("dino-tiny", "dino", "cbbc03134cb8939de9b8130a58775aabac1de74870173ad796428a3ca2d245a0", "400 steps x 64"),
+    ("ibot-tiny", "ibot", "fb56fbfcdc0771b69138f65c2fb455d5b3e1bea2d28a84a0d5c47d452dd6ee6a", "360 steps x 64"),
+    ("msn-tiny", "msn", "3582f6a3303da694322788aad5bc044189d6e2d878313f204049242193e30bf7", "540 steps x 64"),
+    ("mae-tiny", "mae", "c3b1d95318853824bc7e9052a8939907573d259e8f5b5d5c651b5376d3b53852", "1350 steps x 64"),
+    ("maskcluster-tiny", "maskcluster", "53d990205a7058af4d309ac3fb318e5445fd8f0a91765f45c9bdf8ba1aac3a15",
+     "340 steps x 64"),
 ]:
     register(ModelEntry(_name, _method, bundled=f"weights/{_name}.safetensors", sha256=_sha256,
                         notes=f"tiny, embedded dataset; {_notes}", **_TINY_ARCH))

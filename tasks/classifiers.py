@@ -54,8 +54,10 @@ def _resolve_device(device: Any, *arrays: Any) -> torch.device:
 
 
 def _to_tensor(a: Any, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
-    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
-    return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
+    if not isinstance(a, torch.Tensor):
+        a = np.asarray(a)  # read-only memory maps of the feature cache are copied: torch must never write into them
+        a = torch.as_tensor(a if a.flags.writeable else a.copy())
+    return a.to(device=device, dtype=dtype if dtype is not None else a.dtype)
 
 
 def _to_numpy(a: Any) -> np.ndarray:

@@ -289,3 +289,14 @@ def test_tiny_registry_entries_load():
         assert model.info.method == entry.method and model.info.arch.embed_dim == entry.embed_dim
         feats = model.extract(torch.randn(1, 3, 64, 64), [model.lowshot_feature, "patch"])
         assert feats["patch"].shape == (1, 64, entry.embed_dim)
+
+
+def test_tiny_models_beat_random_init():
+    """The shipped weights learned something: the linear probe of `make pretrain-tiny` (40 labelled images per
+    class, 800 test images, 16 classes) puts every pretrained tiny model well above `random-tiny` (measured:
+    random 8.6 %, the weakest pretrained model 16.4 %; one probe's standard error is ~1.4 points)."""
+    from model_zoo.pretrain.tiny import linear_probe
+
+    random_init = linear_probe("random-tiny")
+    for name in ["dino-tiny", "ibot-tiny", "msn-tiny", "mae-tiny", "maskcluster-tiny"]:
+        assert linear_probe(name) >= random_init + 0.05, name

@@ -3,6 +3,7 @@
 
     python -m model_zoo.pretrain.tiny            # `make pretrain-tiny`: train all, write weights, probe, print sha256
     python -m model_zoo.pretrain.tiny --methods dino --probe-only
+    python -m model_zoo.pretrain.tiny --ablation centering memax sinkhorn --out build/ablation-collapse
 
 Pre-training reads the classification train pool of the embedded dataset (20,800 images, labels unused;
 object-centric like ImageNet, which the paper pre-trains on). The runs are deterministic given the seed, but
@@ -47,6 +48,10 @@ SETTINGS = {
     "mae": dict(steps=1350, lr=1.5e-3, warmup_steps=80),
     "maskcluster": dict(steps=340, lr=1e-3, warmup_steps=30),
 }
+
+
+# The collapse-avoidance ablation (`--ablation`): MaskCluster's recipe (centering + ME-MAX) with one part alone.
+ABLATION = {"centering": ("centering",), "memax": ("memax",), "sinkhorn": ("sinkhorn",)}
 
 
 def tiny_config(method: str, **overrides):
@@ -105,7 +110,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m model_zoo.pretrain.tiny", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--out", type=Path, default=WEIGHTS, help="where <method>-tiny.safetensors go")
+    p.add_argument("--ablation", nargs="+", choices=list(ABLATION), metavar="VARIANT",
+                   help=f"instead: MaskCluster with only this collapse avoidance ({', '.join(ABLATION)}); "
+                        "writes maskcluster-tiny-<variant>.safetensors")
+    p.add_argument("--out", type=Path, default=WEIGHTS, help="where the .safetensors files go")
     p.add_argument("--work", type=Path, default=Path("build/pretrain-tiny"), help="run directories")
     p.add_argument("--threads", type=int, default=THREADS)
     p.add_argument("--resume", action="store_true", help="continue interrupted runs from their checkpoints")
@@ -113,23 +121,29 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (tuning)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
     overrides = parse_overrides(args.set)
+    if args.ablation:
+        runs = {f"maskcluster-tiny-{v}": tiny_config("maskcluster", **{"collapse": ABLATION[v], **overrides})
+                for v in args.ablation}
+    else:
+        runs = {f"{m}-tiny": tiny_config(m, **overrides) for m in args.methods}
     from ..download import sha256_file
 
     summary = {}
     if not args.probe_only:
-        summary["random-tiny"] = {"sha256": sha256_file(write_random_tiny(args.out / "random-tiny.safetensors"))}
-        for method in args.methods:
+        if not args.ablation:
+            summary["random-tiny"] = {"sha256": sha256_file(write_random_tiny(args.out / "random-tiny.safetensors"))}
+        for name, cfg in runs.items():
             t0, cpu0 = time.time(), time.process_time()
-            result = train(tiny_config(method, **overrides), args.work / method, resume=args.resume,
-                           name=f"{method}-tiny")
-            target = args.out / f"{method}-tiny.safetensors"
+            result = train(cfg, args.work / name, resume=args.resume, name=name)
+            target = args.out / f"{name}.safetensors"
             shutil.copyfile(result["backbone"], target.with_suffix(".tmp"))
             os.replace(target.with_suffix(".tmp"), target)
-            summary[f"{method}-tiny"] = {"sha256": sha256_file(target), "threads": args.threads,
-                                         "wall_minutes": round((time.time() - t0) / 60, 1),
-                                         "cpu_minutes": round((time.process_time() - cpu0) / 60, 1)}
-    for name in ["random-tiny"] + [f"{m}-tiny" for m in args.methods]:
+            summary[name] = {"sha256": sha256_file(target), "threads": args.threads,
+                             "wall_minutes": round((time.time() - t0) / 60, 1),
+                             "cpu_minutes": round((time.process_time() - cpu0) / 60, 1)}
+    for name in ([] if args.ablation else ["random-tiny"]) + list(runs):
         path = args.out / f"{name}.safetensors"
         summary.setdefault(name, {"sha256": sha256_file(path)})["probe_top1"] = linear_probe(path)
         print(f"{name:18s} probe top-1 {summary[name]['probe_top1']:.4f}  sha256 {summary[name]['sha256']}", flush=True)
