@@ -37,9 +37,9 @@ def cmd_models(args) -> int:
     from model_zoo.download import is_cached
 
     rows = [(e.name, e.method, f"{e.arch}/{e.patch_size}", f"{e.num_params / 1e6:.1f}M", e.lowshot_feature,
-             "bundled" if e.bundled else ("yes" if is_cached(e.file_name) else "no"), e.url or e.bundled)
-            for e in REGISTRY.values()]
-    header = ("name", "method", "arch", "params", "lowshot feature", "cached", "source")
+             e.eval_config.knn_feature, "bundled" if e.bundled else ("yes" if is_cached(e.file_name) else "no"),
+             e.url or e.bundled) for e in REGISTRY.values()]
+    header = ("name", "method", "arch", "params", "lowshot feature", "k-NN feature", "cached", "source")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header) - 1)]
     for r in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]))
@@ -77,8 +77,8 @@ def _bench(args) -> int:
 
     from . import distributed
     from .features import FeatureCache
-    from .leaderboard import build, format_table, records_frame, summarize
-    from .records import load_records
+    from .leaderboard import format_table, load_summary, write_tables
+    from .plots import family_plots
     from .runner import RunContext
 
     embedded = args.data_root is None
@@ -126,33 +126,21 @@ def _bench(args) -> int:
         return 0
     print(f"\n{len(written)} record(s) written to {args.results}, feature cache: {ctx.cache.hits} hit(s), "
           f"{ctx.cache.misses} computed, {time.time() - t0:.1f}s")
-    paths = build(args.results)
-    records, _ = load_records(args.results)
-    summary = summarize(records_frame([r for r in records if r["model"] in loaded and r["task"] in tasks]))
-    print(format_table(summary))
+    frame, summary = load_summary(args.results)  # every record, read once, for the tables and the figures
+    paths = write_tables(frame, summary, args.results)
+    this_run = summary[(summary["source"] == "ours") & summary["model"].isin(loaded) & summary["task"].isin(tasks)]
+    print(format_table(this_run))
     print(f"\nleaderboard: {paths['leaderboard']} and {paths['markdown']}")
-    from .plots import family_plots
-    for p in family_plots(_summary(args.results), args.results):
+    for p in family_plots(summary, args.results):
         print(f"figure: {p}")
     return 0
 
 
-def _summary(results: str):
-    from .leaderboard import REFERENCE, load_reference, records_frame, summarize
-    from .records import load_records
-
-    import pandas as pd
-
-    records, problems = load_records(results)
-    for p in problems:
-        print(f"skipped malformed record: {p}", file=sys.stderr)
-    return pd.concat([summarize(records_frame(records)), load_reference(REFERENCE)], ignore_index=True)
-
-
 def cmd_leaderboard(args) -> int:
-    from .leaderboard import build
+    from .leaderboard import load_summary, write_tables
 
-    paths = build(args.results, args.out, family=args.family, sort_by=args.sort)
+    paths = write_tables(*load_summary(args.results), args.out or args.results, family=args.family,
+                         sort_by=args.sort)
     print((Path(paths["markdown"])).read_text())
     for k, p in paths.items():
         print(f"{k}: {p}")
@@ -160,9 +148,10 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_plot(args) -> int:
+    from .leaderboard import load_summary
     from .plots import family_plots, figure1
 
-    summary = _summary(args.results)
+    _, summary = load_summary(args.results)
     out = args.out or args.results
     paths = figure1(summary, out, args.task) if args.figure == "figure1" else family_plots(summary, out)
     for p in paths:
@@ -171,12 +160,20 @@ def cmd_plot(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from model_zoo.pretrain.cli import run_pretrain
+    from model_zoo.pretrain import config_from_args, train
 
-    return run_pretrain(args) or 0
+    cfg = config_from_args(args)
+    source = None
+    if cfg.data == "embedded":  # the model zoo knows no dataset: the embedded scenes are passed in from here
+        from tasks.datasets.synthetic import SyntheticScenes
+        source = SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
+    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source)
+    return 0 if result["step"] >= cfg.steps else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.classifiers import CLASSIFIERS
+
     parser = argparse.ArgumentParser(prog="lowshot", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the model zoo").set_defaults(func=cmd_models)
@@ -193,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--results", default="results/runs", help="directory of result records")
     b.add_argument("--cache", help="feature cache directory (default: $LOWSHOT_CACHE/features)")
     b.add_argument("--overwrite", action="store_true", help="recompute records that exist")
-    b.add_argument("--classifier", nargs="+", choices=["logreg", "knn", "linear"],
+    b.add_argument("--classifier", nargs="+", choices=list(CLASSIFIERS),
                    help="run only these classifiers (default: every classifier of each task)")
     b.add_argument("--setting", nargs="+", help="run only these settings (e.g. 5img 1percent; default: all)")
     b.add_argument("--lambd", help="logistic-regression λ, or 'cv' to choose it on the labelled subset "

@@ -9,44 +9,26 @@ into its own temporary file and rank 0 merges the shards into the cache file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
-from model_zoo.download import atomic_write_text, cache_dir
+from model_zoo.download import cache_dir
+from model_zoo.files import atomic_write_text, digest
+from model_zoo.transforms import TransformSpec
 
 from . import distributed
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Patch-token features are large (N x D per image): stored in float16, the rest in float32.
 HALF_FEATURES = {"patch", "patch_last4"}
 MERGE_CHUNK_BYTES = 64 << 20  # rows copied at a time when rank 0 merges the shards
-
-
-@dataclass(frozen=True)
-class TransformSpec:
-    """Evaluation transform: resize the shorter side, center crop, normalise."""
-    resize: int
-    crop: int
-    interpolation: str = "bicubic"
-    mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
-
-    def build(self):
-        mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[self.interpolation]
-        # Resize and crop act on the PIL image (PIL's resampling, as the official torchvision v1 pipelines).
-        return T.Compose([T.Resize(self.resize, interpolation=mode), T.CenterCrop(self.crop), T.ToImage(),
-                          T.ToDtype(torch.float32, scale=True), T.Normalize(self.mean, self.std)])
 
 
 class _Images(torch.utils.data.Dataset):
@@ -95,10 +77,6 @@ def extract_features(model, source, indices, transform: TransformSpec, names: li
     return out
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
 class FeatureCache:
     """Directory of cached features: `<root>/<key[:2]>/<key>.npy` + `<key>.json`."""
 
@@ -113,12 +91,12 @@ class FeatureCache:
         info = model.info
         description = {
             "checkpoint_sha256": info.sha256, "weights": info.weights, "layout": info.layout,
-            "method_rules": asdict(model.spec), "num_heads": info.num_heads,
-            "dataset": source.identity, "images": _digest([source.names[i] for i in indices]),
+            "eval_config": asdict(model.eval_config), "num_heads": info.num_heads,
+            "dataset": source.identity, "images": digest([source.names[i] for i in indices]),
             "num_images": len(indices), "transform": asdict(transform), "feature": name,
             "precision": "bf16" if model.bf16 and model.device.type == "cuda" else "fp32",
         }
-        return _digest(description), description
+        return digest(description), description
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.npy"

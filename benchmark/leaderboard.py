@@ -5,6 +5,10 @@
   with one seed), number of seeds, and `source` (`ours`, or `published` for reference numbers).
 - `leaderboard.csv`: one row per model and source, two columns (mean, std) per task setting.
 - `leaderboard.md`: the same as a Markdown table, `mean ± std`.
+
+Commands read the records once (`load_summary`) and write every output from that one summary. Settings are
+ordered as their task declares them (`tasks.registry`); the family and main score of a published reference row
+come from its task's declaration too.
 """
 from __future__ import annotations
 
@@ -13,15 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from model_zoo.download import atomic_write_text
+from model_zoo.files import atomic_write_text
+from tasks.registry import declaration
 
 from .records import load_records
 
 KEYS = ["model", "method", "task", "family", "setting", "classifier", "main_score"]
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "published.csv"
-# Settings in reading order (labels per class grow left to right).
-SETTING_ORDER = ["1img", "2img", "5img", "1percent", "1shot", "2shot", "5shot", "10percent", "5percent", "full"]
-MAIN_SCORE = {"classification": "top1", "multilabel": "map", "segmentation": "miou"}
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
@@ -45,17 +47,27 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_reference(path: str | Path = REFERENCE) -> pd.DataFrame:
     ref = pd.read_csv(path)
-    ref["family"] = "classification"
-    ref["main_score"] = ref["family"].map(MAIN_SCORE)
+    unknown = sorted(set(ref["task"]) - {t for t in ref["task"] if declaration(t)})
+    if unknown:
+        raise ValueError(f"{path}: rows of unknown task(s) {unknown}")
+    ref["family"] = ref["task"].map(lambda t: declaration(t).family)
+    ref["main_score"] = ref["task"].map(lambda t: declaration(t).protocol.main_score)
     ref["seeds"] = ""
     ref["source"] = "published: " + ref["source"]
     return ref
 
 
+def setting_rank(task: str, setting: str) -> tuple[int, str]:
+    """Where a setting stands in its task's declared reading order (undeclared settings last, by name)."""
+    entry = declaration(task)
+    names = [s.name for s in entry.declared_settings] if entry else []
+    return (names.index(setting), "") if setting in names else (len(names), setting)
+
+
 def _order(summary: pd.DataFrame) -> pd.DataFrame:
-    rank = {s: i for i, s in enumerate(SETTING_ORDER)}
-    return summary.assign(_r=summary["setting"].map(lambda s: rank.get(s, len(rank)))).sort_values(
-        ["family", "task", "_r", "classifier"]).drop(columns="_r")
+    rank = [setting_rank(t, s) for t, s in zip(summary["task"], summary["setting"])]
+    return summary.assign(_r=[r[0] for r in rank], _n=[r[1] for r in rank]).sort_values(
+        ["family", "task", "_r", "_n", "classifier"]).drop(columns=["_r", "_n"])
 
 
 def wide(summary: pd.DataFrame, sort_by: str | None = None) -> pd.DataFrame:
@@ -93,19 +105,23 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(results: str | Path, out_dir: str | Path | None = None, family: str | None = None,
-          sort_by: str | None = None, reference: str | Path | None = REFERENCE) -> dict[str, Path]:
-    """Read every record under `results`, write the four tables to `out_dir` (default: `results`)."""
-    results = Path(results)
-    out_dir = Path(out_dir or results)
+def load_summary(results: str | Path, reference: str | Path | None = REFERENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every record under `results` once: (records frame, summary with the published reference rows)."""
     records, problems = load_records(results)
     for p in problems:
         print(f"skipped malformed record: {p}", file=sys.stderr)
     frame = records_frame(records)
     summary = summarize(frame)
     if reference and Path(reference).exists():
-        summary = pd.concat([summary, load_reference(reference)], ignore_index=True) if not summary.empty \
-            else load_reference(reference)
+        ref = load_reference(reference)
+        summary = pd.concat([summary, ref], ignore_index=True) if not summary.empty else ref
+    return frame, summary
+
+
+def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, family: str | None = None,
+                 sort_by: str | None = None) -> dict[str, Path]:
+    """The four tables of `frame` / `summary` in `out_dir`."""
+    out_dir = Path(out_dir)
     if family:
         summary = summary[summary["family"] == family]
         frame = frame[frame["family"] == family]
@@ -118,6 +134,13 @@ def build(results: str | Path, out_dir: str | Path | None = None, family: str | 
     atomic_write_text(paths["leaderboard"], table.to_csv(index=False, float_format="%.3f"))
     atomic_write_text(paths["markdown"], markdown(table))
     return paths
+
+
+def build(results: str | Path, out_dir: str | Path | None = None, family: str | None = None,
+          sort_by: str | None = None, reference: str | Path | None = REFERENCE) -> dict[str, Path]:
+    """Read every record under `results`, write the four tables to `out_dir` (default: `results`)."""
+    frame, summary = load_summary(results, reference)
+    return write_tables(frame, summary, out_dir or results, family, sort_by)
 
 
 def format_table(summary: pd.DataFrame) -> str:

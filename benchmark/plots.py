@@ -1,11 +1,14 @@
-"""Figures from the summary table: the paper's Figure 1 and one plot per task family.
+"""Figures from the summary table: the paper's Figure 1 and one plot per task.
 
 Figure 1: top-1 vs labels per class (1, 2, 5 images, 1 %) per method; our runs as filled markers with
 error bars over seeds, published reference numbers as hollow markers of the same shape. Marker shape and
-line style differ per model, so the figure reads in grayscale.
+line style differ per model, so the figure reads in grayscale. Every axis comes from the task's declaration
+(`tasks.registry`): the settings' x positions and tick labels, the axis labels; a setting a task does not
+declare is named on stderr and left out, never dropped silently.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -14,32 +17,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-# x position of each setting. 1 % of ImageNet is 12.8 labelled images per class on average.
-X = {
-    "classification": {"1img": 1, "2img": 2, "5img": 5, "1percent": 12.8},
-    "multilabel": {"1shot": 1, "2shot": 2, "5shot": 5, "1percent": 10, "10percent": 20, "full": 40},
-    "segmentation": {"1percent": 1, "5percent": 5, "10percent": 10, "full": 100},
-}
-TICKS = {
-    "classification": (["1", "2", "5", "1 %"], "labelled images per class"),
-    "multilabel": (["1", "2", "5", "1 %", "10 %", "100 %"], "labelled images per class (k) / fraction of images"),
-    "segmentation": (["1 %", "5 %", "10 %", "100 %"], "fraction of labelled training images"),
-}
-YLABEL = {"classification": "top-1 accuracy (%)", "multilabel": "mAP (%)", "segmentation": "mIoU (%)"}
+from model_zoo.files import atomic_write  # noqa: E402
+from tasks.registry import declaration  # noqa: E402
+
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 LINES = ["-", "--", "-.", ":"]
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"]
 
 
-def plot_family(summary: pd.DataFrame, family: str, task: str, out_stem: str | Path,
-                classifier: str | None = None, title: str | None = None) -> list[Path]:
-    """Write `<out_stem>.png` and `.pdf`; returns their paths. Raises ValueError when there is nothing to plot."""
-    xs = X[family]
-    rows = summary[(summary["task"] == task) & summary["setting"].isin(list(xs))]
+def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None):
+    """The matplotlib figure of `task`'s results (main score vs its declared settings). Raises ValueError when
+    there is nothing to plot."""
+    entry = declaration(task)
+    if entry is None:
+        raise ValueError(f"task {task!r} is not a registered task: its settings have no declared axis")
+    protocol, settings = entry.protocol, entry.declared_settings
+    xs = {s.name: s.x for s in settings}
+    rows = summary[summary["task"] == task]
     if classifier:
         rows = rows[rows["classifier"] == classifier]
+    undeclared = sorted(set(rows["setting"]) - set(xs))
+    if undeclared:
+        print(f"{task}: setting(s) {undeclared} are not declared by the task and are left out of the figure",
+              file=sys.stderr)
+    rows = rows[rows["setting"].isin(list(xs))]
     if rows.empty:
-        raise ValueError(f"no {family} results for task {task!r}" + (f" and classifier {classifier}" if classifier else ""))
+        raise ValueError(f"no {entry.family} results for task {task!r}" + (f" and classifier {classifier}" if classifier else ""))
     fig, ax = plt.subplots(figsize=(8.0, 4.4), dpi=150)
     models = list(dict.fromkeys(rows.sort_values("model")["model"]))
     for i, model in enumerate(models):
@@ -55,23 +58,24 @@ def plot_family(summary: pd.DataFrame, family: str, task: str, out_stem: str | P
                         markerfacecolor=style["color"] if filled else "white", markeredgewidth=1.5,
                         label=label, **style)
     ax.set_xscale("log")
-    ax.set_xticks(list(xs.values()), TICKS[family][0])
+    ax.set_xticks([s.x for s in settings], [s.label for s in settings])
     ax.minorticks_off()
-    ax.set_xlabel(TICKS[family][1])
-    ax.set_ylabel(YLABEL[family])
-    ax.set_title(title or f"{task}: {YLABEL[family].split(' (')[0]} vs labels")
+    ax.set_xlabel(protocol.axis_label)
+    ax.set_ylabel(protocol.metric_label)
+    ax.set_title(title or f"{task}: {protocol.metric_label.split(' (')[0]} vs labels")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
+    return fig
+
+
+def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier: str | None = None,
+              title: str | None = None) -> list[Path]:
+    """Write `<out_stem>.png` and `.pdf` of `task`'s results; returns their paths."""
+    fig = draw_task(summary, task, classifier, title)
     out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext in ("png", "pdf"):
-        path = out_stem.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.name}.tmp.{ext}")
-        fig.savefig(tmp)
-        tmp.replace(path)
-        paths.append(path)
+    paths = [atomic_write(out_stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp), suffix=f".{ext}")
+             for ext in ("png", "pdf")]
     plt.close(fig)
     return paths
 
@@ -80,8 +84,8 @@ def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None)
     """Figure 1 of the paper for `task` (default: imagenet-lowshot when it has results, else embedded)."""
     tasks = set(summary.loc[summary["source"] == "ours", "task"])
     task = task or ("imagenet-lowshot" if "imagenet-lowshot" in tasks else "embedded-lowshot")
-    return plot_family(summary, "classification", task, Path(out_dir) / f"figure1_{task}", classifier="logreg",
-                       title=f"Figure 1 ({task}): logistic regression on frozen features")
+    return plot_task(summary, task, Path(out_dir) / f"figure1_{task}", classifier="logreg",
+                     title=f"Figure 1 ({task}): logistic regression on frozen features")
 
 
 def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
@@ -89,12 +93,13 @@ def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     paths = []
     ours = summary[summary["source"] == "ours"]
     for (family, task), rows in ours.groupby(["family", "task"]):
-        if family == "classification" and "logreg" in set(rows["classifier"]):
+        if declaration(task) is None:
+            print(f"{task}: not a registered task, no figure (its records are in the tables)", file=sys.stderr)
+        elif family == "classification" and "logreg" in set(rows["classifier"]):
             paths += figure1(summary, out_dir, task)
         elif family == "classification":  # e.g. a k-NN-only run: one figure per classifier it has
             for classifier in sorted(set(rows["classifier"])):
-                paths += plot_family(summary, family, task, Path(out_dir) / f"{family}_{task}_{classifier}",
-                                     classifier=classifier)
+                paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}_{classifier}", classifier=classifier)
         else:
-            paths += plot_family(summary, family, task, Path(out_dir) / f"{family}_{task}")
+            paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}")
     return paths

@@ -5,7 +5,9 @@ import time
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
-from .features import FeatureCache
+from tasks.classifiers import get_classifier
+
+from .features import FeatureCache, default_workers
 from .records import environment, record_path, write_record
 
 
@@ -16,17 +18,26 @@ class RunContext:
     classifiers: tuple[str, ...] | None = None  # None: every classifier of each task
     settings: tuple[str, ...] | None = None  # None: every setting of each task (e.g. "5img", "1percent")
     overwrite: bool = False
-    lambd: float | str | None = None  # None: literature default; "cv": cross-validation on the labelled subset
-    feature: str | None = None  # None: the model's own low-shot feature
+    lambd: float | str | None = None  # None: the task's rule; "cv": cross-validation on the labelled subset
+    feature: str | None = None  # None: each classifier's own feature of the model (its EvalConfig)
     device: str = "cpu"
     batch_size: int = 64
-    workers: int | None = None
+    workers: int | None = None  # DataLoader workers; None: from the machine
     progress: bool = True
     extract_only: bool = False  # tasks cache the features their missing records need, then return (torchrun)
 
+    def __post_init__(self):
+        if self.workers is None:
+            self.workers = default_workers()
+
+    def feature_for(self, model, classifier: str) -> str:
+        """The feature `classifier` reads: `--feature` when given, else the one the model's EvalConfig names."""
+        return self.feature or get_classifier(classifier).feature(model.eval_config)
+
     def _classifier_id(self, model, classifier: str) -> str:
-        feature = self.feature or model.lowshot_feature
-        return classifier if feature == model.lowshot_feature else f"{classifier}@{feature}"
+        """A record's classifier id: the name, plus `@feature` when that is not the classifier's own feature."""
+        feature = self.feature_for(model, classifier)
+        return classifier if feature == get_classifier(classifier).feature(model.eval_config) else f"{classifier}@{feature}"
 
     def path(self, model, task: str, setting: str, seed: int, classifier: str) -> Path:
         return record_path(self.results, model.info.name, task, setting, seed, self._classifier_id(model, classifier))

@@ -21,8 +21,9 @@ from timm.models.vision_transformer import VisionTransformer
 from . import download
 from .formats import LAYOUTS, Architecture, check_fits, detect_layout, infer_architecture
 from .pos_embed import resize_pos_embed
-from .registry import METHODS, REGISTRY, MethodSpec, ModelEntry, get_entry
+from .registry import METHODS, REGISTRY, EvalConfig, ModelEntry, eval_config, get_entry
 from .safe_load import CheckpointError, load_checkpoint
+from .transforms import TransformSpec, eval_transform
 
 FEATURES = ("cls", "patch", "cls_last4", "patch_last4", "cls_prenorm", "linear_avgpool")
 
@@ -43,18 +44,26 @@ class ModelInfo:
 class FeatureExtractor(torch.nn.Module):
     """A timm VisionTransformer run the way the method's own evaluation code runs it."""
 
-    def __init__(self, vit: VisionTransformer, spec: MethodSpec, info: ModelInfo, bf16: bool = False):
+    def __init__(self, vit: VisionTransformer, config: EvalConfig, info: ModelInfo, bf16: bool = False):
         super().__init__()
         self.vit = vit.eval().requires_grad_(False)
         self.vit.patch_embed.strict_img_size = False  # sizes are checked here, pos embeds resized by the rule
-        self.spec = spec
+        self.eval_config = config
         self.info = info
         self.bf16 = bf16
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
     @property
     def lowshot_feature(self) -> str:
-        return self.spec.lowshot_feature
+        return self.eval_config.lowshot_feature
+
+    @property
+    def knn_feature(self) -> str:
+        return self.eval_config.knn_feature
+
+    def transform(self, resize: int, crop: int) -> TransformSpec:
+        """The method's evaluation transform at a protocol's sizes (shorter side `resize`, centre crop `crop`)."""
+        return eval_transform(self.eval_config, resize, crop)
 
     @property
     def patch_size(self) -> int:
@@ -71,12 +80,12 @@ class FeatureExtractor(torch.nn.Module):
     def feature_dim(self, name: str) -> int:
         d, k = self.embed_dim, min(4, self.info.arch.depth)
         return {"cls": d, "patch": d, "cls_prenorm": d, "cls_last4": k * d, "patch_last4": k * d,
-                "linear_avgpool": d if self.spec.linear_pool == "mae_fc_norm" else 2 * d}[name]
+                "linear_avgpool": d if self.eval_config.linear_pool == "mae_fc_norm" else 2 * d}[name]
 
     def _pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
         key = (grid_h, grid_w, self.vit.pos_embed.device)
         if key not in self._pos_cache:  # the rule is deterministic and weights are frozen: compute once per grid
-            self._pos_cache[key] = resize_pos_embed(self.vit.pos_embed, grid_h, grid_w, self.spec.pos_embed_rule)
+            self._pos_cache[key] = resize_pos_embed(self.vit.pos_embed, grid_h, grid_w, self.eval_config.pos_embed_rule)
         return self._pos_cache[key]
 
     def _block_outputs(self, x: torch.Tensor, keep_last: int) -> list[torch.Tensor]:
@@ -109,9 +118,9 @@ class FeatureExtractor(torch.nn.Module):
         unknown = [n for n in names if n not in FEATURES]
         if unknown:
             raise ValueError(f"unknown feature(s) {unknown}; known: {FEATURES}")
-        if "linear_avgpool" in names and self.spec.linear_pool is None:
-            raise ValueError(f"{self.spec.name} has no avgpool linear-eval feature; its linear evaluation uses "
-                             f"{self.spec.lowshot_feature!r}")
+        if "linear_avgpool" in names and self.eval_config.linear_pool is None:
+            raise ValueError(f"{self.eval_config.method} has no avgpool linear-eval feature; its linear evaluation uses "
+                             f"{self.eval_config.lowshot_feature!r}")
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
         images = images.to(self.device, torch.float32)
@@ -138,7 +147,7 @@ class FeatureExtractor(torch.nn.Module):
         return result
 
     def _linear_pool(self, last: torch.Tensor, last_normed: torch.Tensor) -> torch.Tensor:
-        pool = self.spec.linear_pool
+        pool = self.eval_config.linear_pool
         if pool == "mae_fc_norm":  # fresh LayerNorm (weight 1, bias 0) over the mean of pre-norm patch tokens
             return F.layer_norm(last[:, 1:].mean(1).float(), (last.shape[-1],), eps=1e-6)
         cls, avg = last_normed[:, 0], last_normed[:, 1:].mean(1)
@@ -205,4 +214,5 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     check_fits(vit, sd, str(path))
     vit.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     info = ModelInfo(entry.name if entry else path.name, method, str(path), digest, layout, weights, arch, num_heads)
-    return FeatureExtractor(vit, METHODS[method], info, bf16=bf16).to(device)
+    config = entry.eval_config if entry and method == entry.method else eval_config(method)
+    return FeatureExtractor(vit, config, info, bf16=bf16).to(device)

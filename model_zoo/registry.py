@@ -1,19 +1,25 @@
-"""What a model *is*: one entry per public release, plus each method's own evaluation rules.
+"""What a model *is*: one entry per public release, plus each method's own evaluation config.
 
-Method rules (low-shot feature, position-embedding resize, eval interpolation, linear-eval pooling) are
-properties of the *method* and live in `METHODS`; an entry names its method and so carries them.
-Sources for each rule are given inline; `../shared/fixtures/official_checkpoints/README.md` measured them.
+An evaluation config (`EvalConfig`, like timm's `pretrained_cfg`) says how a method's own evaluation code runs
+its model: normalisation, resize interpolation, which feature each protocol reads, the position-embedding rule
+and the linear-eval pooling. It belongs to the *method* (`METHODS`); an entry names its method and may override
+single fields (`ModelEntry.eval_overrides`). Tasks state only their protocol's sizes (e.g. 256 / 224); the
+transform is built from the config (`model_zoo.transforms`). Sources for each rule are given inline;
+`../shared/fixtures/official_checkpoints/README.md` measured them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    # Feature the low-shot protocols use (a key of FeatureExtractor.extract).
+class EvalConfig:
+    method: str
+    # Feature the low-shot logistic-regression protocols use (a key of FeatureExtractor.extract).
     lowshot_feature: str
     # How position embeddings follow the input size (see model_zoo/pos_embed.py).
     pos_embed_rule: str
@@ -23,22 +29,35 @@ class MethodSpec:
     linear_pool: str | None
     # Which stored encoder the official evaluation reads from a full checkpoint.
     eval_weights: str = "teacher"
+    # Feature of the weighted k-NN: DINO's eval_knn.py runs it on the model's output, the final-norm CLS.
+    knn_feature: str = "cls"
+    # Normalisation of the evaluation images.
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
-METHODS: dict[str, MethodSpec] = {
+METHODS: dict[str, EvalConfig] = {
     # DINO eval_knn/eval_linear: Resize(256, interpolation=3 = bicubic); k-NN on the normed CLS;
     # ViT-B linear recipe interleaves CLS and mean patch per channel.
-    "dino": MethodSpec("dino", "cls", "dino", "bicubic", "interleave"),
+    "dino": EvalConfig("dino", "cls", "dino", "bicubic", "interleave"),
     # iBOT: same transforms and interpolation code as DINO; its avgpool=2 recipe concatenates.
-    "ibot": MethodSpec("ibot", "cls", "dino", "bicubic", "concat"),
+    "ibot": EvalConfig("ibot", "cls", "dino", "bicubic", "concat"),
     # MAE main_linprobe: Resize(256, BICUBIC); pos_embed resized once at load; global_pool uses a fresh fc_norm.
-    "mae": MethodSpec("mae", "cls", "mae", "bicubic", "mae_fc_norm"),
+    "mae": EvalConfig("mae", "cls", "mae", "bicubic", "mae_fc_norm"),
     # MSN logistic_eval: transforms.Resize(256) (bilinear default); forward_blocks(x, 1) = CLS before the
-    # final norm; one scale factor for the pos-embed resize; reads `target_encoder`.
-    "msn": MethodSpec("msn", "cls_prenorm", "msn", "bilinear", None, eval_weights="target_encoder"),
+    # final norm; one scale factor for the pos-embed resize; reads `target_encoder`. Its k-NN, like every
+    # method's, runs on the final-norm CLS (DINO's eval_knn.py protocol), not on the logistic-regression feature.
+    "msn": EvalConfig("msn", "cls_prenorm", "msn", "bilinear", None, eval_weights="target_encoder"),
     # MaskCluster (this project's pretraining, iBOT-style code): DINO rules, concatenated linear pooling.
-    "maskcluster": MethodSpec("maskcluster", "cls", "dino", "bicubic", "concat"),
+    "maskcluster": EvalConfig("maskcluster", "cls", "dino", "bicubic", "concat"),
 }
+
+
+def eval_config(method: str, **overrides) -> EvalConfig:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    return replace(METHODS[method], **overrides)
+
 
 # embed_dim, depth, num_heads. num_heads cannot be inferred from weights, so it comes from here or the caller.
 ARCHS: dict[str, tuple[int, int, int]] = {
@@ -64,7 +83,7 @@ class ModelEntry:
     depth: int = 0
     num_heads: int = 0
     notes: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
+    eval_overrides: dict = field(default_factory=dict, compare=False)  # fields of EvalConfig that differ
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -76,20 +95,12 @@ class ModelEntry:
             object.__setattr__(self, "num_heads", heads)
 
     @property
-    def spec(self) -> MethodSpec:
-        return METHODS[self.method]
+    def eval_config(self) -> EvalConfig:
+        return eval_config(self.method, **self.eval_overrides)
 
     @property
     def lowshot_feature(self) -> str:
-        return self.spec.lowshot_feature
-
-    @property
-    def pos_embed_rule(self) -> str:
-        return self.spec.pos_embed_rule
-
-    @property
-    def interpolation(self) -> str:
-        return self.spec.interpolation
+        return self.eval_config.lowshot_feature
 
     @property
     def file_name(self) -> str:
@@ -154,7 +165,7 @@ def get_entry(name: str) -> ModelEntry:
 
 # --- Tiny models pretrained by this project on the embedded dataset ---
 # ViT dim 96 / depth 4 / 3 heads, patch 8, 64 px, trained on CPU on the embedded classification train pool by
-# `make pretrain-tiny` (model_zoo/pretrain/tiny.py: recipes, steps and probe; model_zoo/weights/tiny-models.json:
+# `make pretrain-tiny` (benchmark/tiny_models.py: recipes, steps and probe; model_zoo/weights/tiny-models.json:
 # training times and linear-probe accuracies). float16 teacher (MAE: encoder) weights in the "lowshot" layout.
 # A regeneration reproduces these sha256 only on the same machine, thread count and torch / timm versions.
 _TINY_ARCH = dict(arch="vit_tiny", patch_size=8, img_size=64, embed_dim=96, depth=4, num_heads=3, layout="lowshot",

@@ -26,6 +26,8 @@ import warnings
 
 import numpy as np
 
+from .datasets import IGNORE_INDEX
+
 __all__ = [
     "top1_accuracy",
     "average_precision",
@@ -206,7 +208,7 @@ def mean_average_precision(scores, labels, ignore=None, kind: str = "all_point")
 # --------------------------------------------------------------------------- segmentation
 
 
-def confusion_matrix(pred, target, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+def confusion_matrix(pred, target, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Confusion matrix of one (or a batch of) segmentation map(s).
 
     ``conf[g, p]`` = number of pixels with ground truth ``g`` predicted as ``p`` (int64,

@@ -11,29 +11,21 @@ The protocol:
 3. Feature: the model's low-shot feature (`--feature` picks any feature of the interface), per-sample
    centring + L2 normalisation, as in the classification task.
 4. Classifier: one-vs-rest L2-regularised logistic regression (sigmoid loss, no intercept, λ / N), λ chosen
-   from a grid by 3-fold cross-validation (mAP) on the labelled subset only.
+   from a grid by 3-fold cross-validation (mAP) on the labelled subset only (subsets of fewer than 6 images:
+   λ = 0.0025, and the record says so).
 5. Metric: mean average precision over classes, all-point AP (VOC 2010+ / scikit-learn) as the main score,
    VOC07 11-point AP also recorded; classes without positives in the evaluation set are left out of the mean.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from .classifiers import LogisticRegression, preprocess, select_lambda
+from .base import FeatureVectorTask, Setting
+from .classifiers import DEFAULT_LAMBDA, LambdaPolicy
 from .metrics import mean_average_precision
-from .sampling import names_to_indices, read_split_file, sample_fraction, sample_multilabel_k_per_class, write_split_file
-
-LAMBDA_GRID = (0.00025, 0.0025, 0.025, 0.25)
-DEFAULT_LAMBDA = 0.0025  # used when the labelled subset is too small to cross-validate
-FOLDS = 3
-CV_MAX_ITER = 100
-SEEDS = (1, 2, 3)
-SHOTS = (1, 2, 5)
-FRACTIONS = {"1percent": 0.01, "10percent": 0.10}
+from .sampling import sample_fraction, sample_multilabel_k_per_class
 
 
 @dataclass
@@ -45,93 +37,43 @@ class MultiLabelData:
     crop: int
 
 
-def settings() -> list[tuple[str, int]]:
-    out = [(f"{k}shot", s) for k in SHOTS for s in SEEDS]
-    out += [(name, s) for name in FRACTIONS for s in SEEDS]
-    return out + [("full", 1)]
-
-
-def choose_lambda(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[float, str]:
-    """λ by 3-fold cross-validation (mAP) on the labelled subset; the default when it is too small to split.
-
-    The CV fits stop at CV_MAX_ITER iterations: ranking λ values needs far less precision than the final fit."""
-    if len(x) < 2 * FOLDS:
-        return DEFAULT_LAMBDA, f"default {DEFAULT_LAMBDA}: {len(x)} labelled image(s) are too few for {FOLDS}-fold CV"
-    lambd, scores = select_lambda(x, y, LAMBDA_GRID, n_folds=FOLDS, seed=0, multilabel=True, mask=mask,
-                                  max_iter=CV_MAX_ITER)
-    return lambd, f"{FOLDS}-fold cross-validation (mAP) on the labelled subset over {list(LAMBDA_GRID)}: " + \
-        ", ".join(f"{k}: {v:.2f}" for k, v in scores.items())
-
-
 def _ignore(ds) -> np.ndarray:
     ignore = getattr(ds, "ignore", None)
     return np.zeros(np.shape(ds.targets), bool) if ignore is None else np.asarray(ignore, bool)
 
 
-class LowShotMultiLabel:
+class LowShotMultiLabel(FeatureVectorTask):
     family = "multilabel"
     main_score = "map"
+    metric_label = "mAP (%)"
+    axis_label = "labelled images per class (k) / fraction of images"
+    settings = (Setting("1shot", "1", 1, shots=1), Setting("2shot", "2", 2, shots=2), Setting("5shot", "5", 5, shots=5),
+                Setting("1percent", "1 %", 10, fraction=0.01), Setting("10percent", "10 %", 20, fraction=0.10),
+                Setting("full", "100 %", 40, seeds=(1,)))
+    classifiers = ("logreg",)
+    # The CV fits stop at 100 iterations: ranking λ values needs far less precision than the final fit.
+    lambda_policy = LambdaPolicy({}, f"{DEFAULT_LAMBDA} when the subset is too small to cross-validate",
+                                 grid=(0.00025, 0.0025, 0.025, 0.25), cross_validate=True, cv_max_iter=100)
 
-    def __init__(self, name: str, data: MultiLabelData):
-        self.name = name
-        self.data = data
+    def draw_subset(self, setting: Setting, seed: int) -> np.ndarray:
+        if setting.kind == "fraction":
+            return sample_fraction(len(self.train), setting.fraction, seed)
+        return sample_multilabel_k_per_class(np.asarray(self.train.targets), setting.shots, seed, _ignore(self.train))
 
-    def subset(self, setting: str, seed: int, split_dir: Path) -> tuple[np.ndarray, str]:
-        """Indices of the labelled subset, from the saved split file when it exists (else sampled and saved)."""
-        train = self.data.train
-        path = split_dir / f"{setting}-seed{seed}.txt"
-        if path.exists():
-            return names_to_indices(train.names, read_split_file(path)), str(path)
-        targets = np.asarray(train.targets)
-        if setting == "full":
-            idx = np.arange(len(train))
-        elif setting in FRACTIONS:
-            idx = sample_fraction(len(train), FRACTIONS[setting], seed)
-        else:
-            idx = sample_multilabel_k_per_class(targets, int(setting.removesuffix("shot")), seed, _ignore(train))
-        if setting != "full":
-            write_split_file(path, [train.names[i] for i in idx])
-        return np.asarray(idx), str(path) if setting != "full" else "all training images"
+    def labels(self, source, indices):
+        return np.asarray(source.targets)[indices], ~_ignore(source)[indices]
 
-    def run(self, model, ctx) -> list[Path]:
-        from benchmark.features import TransformSpec
+    def score(self, model, ctx, key, fitted, extracted, feature):
+        test = self.data.test
+        probs = fitted.estimator.predict_proba(self.test_features(extracted, key[2], feature))
+        y_test, ignore_test = np.asarray(test.targets), _ignore(test)
+        m, per_class = mean_average_precision(probs, y_test, ignore_test, kind="all_point")
+        m07, _ = mean_average_precision(probs, y_test, ignore_test, kind="voc07")
+        return {"map": m, "map_voc07": m07}, {
+            "per_class_ap": [None if np.isnan(v) else round(float(v), 3) for v in per_class]}
 
-        data = self.data
-        todo = [(s, seed) for s, seed in settings() if ctx.needs(model, self.name, s, seed, "logreg")]
-        if not todo:
-            return []
-        split_dir = Path(ctx.results) / "splits" / self.name
-        subsets = {key: self.subset(*key, split_dir) for key in todo}
-        union = np.unique(np.concatenate([idx for idx, _ in subsets.values()]))
-        transform = TransformSpec(data.resize, data.crop, model.spec.interpolation)
-        feature = ctx.feature or model.lowshot_feature
-        train_feats = ctx.features(model, data.train, union, transform, [feature])[feature]
-        test_feats = ctx.features(model, data.test, np.arange(len(data.test)), transform, [feature])[feature]
-        if ctx.extract_only:
-            return []
-        x_test = preprocess(np.asarray(test_feats))
-        y_test, ignore_test = np.asarray(data.test.targets), _ignore(data.test)
-        y_pool, ignore_pool = np.asarray(data.train.targets), _ignore(data.train)
-        position = np.searchsorted(union, np.arange(len(data.train)))
-        written = []
-        for (setting, seed) in todo:
-            t0 = time.time()
-            idx, source = subsets[(setting, seed)]
-            x = preprocess(np.asarray(train_feats[position[idx]]))
-            y, mask = y_pool[idx], ~ignore_pool[idx]
-            lambd, chosen_by = choose_lambda(x, y, mask)
-            clf = LogisticRegression(lambd=lambd, multilabel=True, device=ctx.device).fit(x, y, mask=mask)
-            probs = clf.predict_proba(x_test)
-            m, per_class = mean_average_precision(probs, y_test, ignore_test, kind="all_point")
-            m07, _ = mean_average_precision(probs, y_test, ignore_test, kind="voc07")
-            written.append(ctx.write(model, self, setting, seed, "logreg", {"map": m, "map_voc07": m07}, {
-                "dataset": data.dataset, "split_source": source, "feature": feature, "num_train": int(len(idx)),
-                "num_test": int(len(y_test)), "num_classes": int(y_test.shape[1]), "transform": transform,
-                "per_class_ap": [None if np.isnan(v) else round(float(v), 3) for v in per_class],
-                "hyperparameters": {"lambd": lambd}, "preprocessing": "per-sample centring + L2",
-                "hyperparameters_chosen_by": chosen_by,
-                "convergence": clf.convergence_info(), "seconds": time.time() - t0}))
-        return written
+    def record_fields(self, model, extracted):
+        return {**super().record_fields(model, extracted), "num_classes": int(np.shape(self.data.test.targets)[1])}
 
 
 def voc07_data(root) -> MultiLabelData:

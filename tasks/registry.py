@@ -1,8 +1,13 @@
-"""Task registry: name -> builder. Each task declares its family and main score; the runner knows nothing else.
+"""Task registry: name -> the task's declaration (its protocol class and settings) and how its data is read.
 
-Real-data tasks read their dataset under `--data-root` (the dataset folder itself, or a folder holding it
-under its usual name: imagenet/, VOCdevkit/, coco/, ADEChallengeData2016/). Embedded tasks run offline on
-the generated dataset.
+`TaskEntry.protocol` is the task family's class (`LowShotClassification`, ...), whose class attributes declare the
+family, main score, axis labels, settings and classifiers; `settings` overrides the family's settings for this
+task. The leaderboard and the figures read `declaration(name)`, which needs no data. `build(opts)` reads and
+checks the dataset and returns the runnable task.
+
+Real-data tasks read their dataset under `--data-root` (the dataset folder itself, or a folder holding it under its
+usual name: imagenet/, VOCdevkit/, coco/, ADEChallengeData2016/). Embedded tasks run offline on the generated
+dataset.
 """
 from __future__ import annotations
 
@@ -10,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .base import LowShotTask, Setting
+from .classification import LowShotClassification, embedded_data as embedded_classification, imagenet_data
+from .multilabel import LowShotMultiLabel, coco_data, embedded_data as embedded_multilabel, voc07_data
+from .segmentation import (EmbeddedSegmentation, LowShotSegmentation, ade20k_data, embedded_data as embedded_seg,
+                           voc12_data)
 
 # The embedded multi-label and segmentation tasks use the first 2,000 of the 10,000 generated training scenes
 # (1 % = 20 images, full = 2,000), so the offline benchmark of one model takes minutes on two CPU cores.
@@ -26,10 +36,24 @@ class TaskOptions:
 @dataclass(frozen=True)
 class TaskEntry:
     name: str
-    family: str
+    protocol: type[LowShotTask]
     embedded: bool
-    build: Callable  # TaskOptions -> task object with .name, .family, .main_score, .run(model, ctx)
+    data: Callable  # (TaskOptions, settings) -> the task's data; FileNotFoundError when it is not there
     description: str
+    settings: tuple[Setting, ...] | None = None  # None: the protocol's own settings
+    options: dict | None = None  # extra keyword arguments of the protocol class
+
+    @property
+    def declared_settings(self) -> tuple[Setting, ...]:
+        return self.settings or self.protocol.settings
+
+    @property
+    def family(self) -> str:
+        return self.protocol.family
+
+    def build(self, opts: TaskOptions) -> LowShotTask:
+        settings = self.declared_settings
+        return self.protocol(self.name, self.data(opts, settings), settings=settings, **(self.options or {}))
 
 
 def locate(root: str | None, marker: str, subfolder: str) -> Path:
@@ -42,70 +66,33 @@ def locate(root: str | None, marker: str, subfolder: str) -> Path:
     raise FileNotFoundError(f"no {marker} under {root} or {Path(root) / subfolder}")
 
 
-def _imagenet(opts: TaskOptions):
-    from .classification import LowShotClassification, imagenet_data
-    root = locate(opts.data_root, "train", "imagenet")
-    return LowShotClassification("imagenet-lowshot", imagenet_data(root, opts.splits, opts.custom_splits))
-
-
-def _embedded_classification(opts: TaskOptions):
-    from .classification import LowShotClassification, embedded_data
-    return LowShotClassification("embedded-lowshot", embedded_data())
-
-
-def _voc07(opts: TaskOptions):
-    from .multilabel import LowShotMultiLabel, voc07_data
+def _root(opts: TaskOptions) -> str:
     if not opts.data_root:
-        raise FileNotFoundError("voc07-multilabel needs --data-root")
-    return LowShotMultiLabel("voc07-multilabel", voc07_data(opts.data_root))
-
-
-def _coco(opts: TaskOptions):
-    from .multilabel import LowShotMultiLabel, coco_data
-    return LowShotMultiLabel("coco-multilabel", coco_data(locate(opts.data_root, "annotations", "coco")))
-
-
-def _embedded_multilabel(opts: TaskOptions):
-    from .multilabel import LowShotMultiLabel, embedded_data
-    return LowShotMultiLabel("embedded-multilabel", embedded_data(train_pool=EMBEDDED_SCENE_POOL))
-
-
-def _ade20k_seg(opts: TaskOptions):
-    from .segmentation import LowShotSegmentation, ade20k_data
-    if not opts.data_root:
-        raise FileNotFoundError("ade20k-seg needs --data-root")
-    return LowShotSegmentation("ade20k-seg", ade20k_data(opts.data_root))
-
-
-def _voc12_seg(opts: TaskOptions):
-    from .segmentation import LowShotSegmentation, voc12_data
-    if not opts.data_root:
-        raise FileNotFoundError("voc12-seg needs --data-root")
-    return LowShotSegmentation("voc12-seg", voc12_data(opts.data_root))
-
-
-def _embedded_seg(opts: TaskOptions):
-    from .segmentation import EmbeddedSegmentation, embedded_data
-    return EmbeddedSegmentation("embedded-seg", embedded_data(), train_pool=EMBEDDED_SCENE_POOL)
+        raise FileNotFoundError("this task needs --data-root")
+    return opts.data_root
 
 
 TASKS: dict[str, TaskEntry] = {t.name: t for t in [
-    TaskEntry("imagenet-lowshot", "classification", False, _imagenet,
+    TaskEntry("imagenet-lowshot", LowShotClassification, False,
+              lambda o, s: imagenet_data(locate(o.data_root, "train", "imagenet"), s, o.splits, o.custom_splits),
               "ImageNet-1K, 1/2/5 img per class x 3 official seeds + 1 %, top-1 on val"),
-    TaskEntry("voc07-multilabel", "multilabel", False, _voc07,
+    TaskEntry("voc07-multilabel", LowShotMultiLabel, False, lambda o, s: voc07_data(_root(o)),
               "Pascal VOC 2007, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on test"),
-    TaskEntry("coco-multilabel", "multilabel", False, _coco,
+    TaskEntry("coco-multilabel", LowShotMultiLabel, False,
+              lambda o, s: coco_data(locate(o.data_root, "annotations", "coco")),
               "MS-COCO 2014, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on val2014"),
-    TaskEntry("embedded-lowshot", "classification", True, _embedded_classification,
+    TaskEntry("embedded-lowshot", LowShotClassification, True, lambda o, s: embedded_classification(s),
               "embedded synthetic scenes, 1/2/5 img per class x 3 seeds + 1 %, top-1"),
-    TaskEntry("embedded-multilabel", "multilabel", True, _embedded_multilabel,
+    TaskEntry("embedded-multilabel", LowShotMultiLabel, True,
+              lambda o, s: embedded_multilabel(train_pool=EMBEDDED_SCENE_POOL),
               "embedded multi-object scenes, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP"),
-    TaskEntry("ade20k-seg", "segmentation", False, _ade20k_seg,
+    TaskEntry("ade20k-seg", LowShotSegmentation, False, lambda o, s: ade20k_data(_root(o)),
               "ADE20K, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU on validation"),
-    TaskEntry("voc12-seg", "segmentation", False, _voc12_seg,
+    TaskEntry("voc12-seg", LowShotSegmentation, False, lambda o, s: voc12_data(_root(o)),
               "Pascal VOC 2012 (train_aug when present), 1 %, 5 %, 10 % x 3 seeds + full, linear head, mIoU on val"),
-    TaskEntry("embedded-seg", "segmentation", True, _embedded_seg,
-              "embedded scenes, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU"),
+    TaskEntry("embedded-seg", EmbeddedSegmentation, True, lambda o, s: embedded_seg(),
+              "embedded scenes, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU",
+              options={"train_pool": EMBEDDED_SCENE_POOL}),
 ]}
 
 
@@ -114,6 +101,11 @@ def get_task(name: str) -> TaskEntry:
         return TASKS[name]
     except KeyError:
         raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+def declaration(name: str) -> TaskEntry | None:
+    """The declaration of a registered task, or None (e.g. a record of a task this version does not know)."""
+    return TASKS.get(name)
 
 
 def embedded_tasks() -> list[str]:

@@ -4,9 +4,9 @@
   positive images (an image counts for every class it contains).
 - :func:`sample_fraction` -- a random ``fraction`` of ``n`` images (1 % / 10 % of VOC07 or
   COCO training images, 1 % / 5 % / 10 % of segmentation images).
-- :func:`write_split_file` / :func:`read_split_file` -- save the chosen image names (one per
-  line) so that a run is reproducible from the saved files, independently of the random
-  generator (numpy does not promise identical ``Generator`` streams across versions).
+- :func:`write_split_file` -- save the chosen image names (one per line; read back with
+  ``tasks.datasets.read_name_list``) so that a run is reproducible from the saved files, independently
+  of the random generator (numpy does not promise identical ``Generator`` streams across versions).
 - :func:`names_to_indices` -- map saved names back to dataset indices.
 
 Randomness comes only from ``np.random.default_rng(seed)``: the same inputs and seed give
@@ -15,17 +15,16 @@ the same subset; all indices are returned sorted as ``np.int64``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 
 import numpy as np
+
+from model_zoo.files import atomic_write_text
 
 __all__ = [
     "sample_multilabel_k_per_class",
     "sample_fraction",
     "write_split_file",
-    "read_split_file",
     "names_to_indices",
 ]
 
@@ -116,14 +115,13 @@ def sample_fraction(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def write_split_file(path, names) -> None:
-    """Write ``names`` one per line to ``path`` atomically (temp file + ``os.replace``).
+    """Write ``names`` one per line to ``path`` atomically (a crash leaves no half-written split).
 
     Parent folders are created. Names must be non-empty strings without surrounding
-    whitespace or line breaks, and unique, so that :func:`read_split_file` reads back
+    whitespace or line breaks, and unique, so that ``tasks.datasets.read_name_list`` reads back
     exactly the same list.
     """
-    path = os.fspath(path)
-    names = [n for n in names]
+    names = list(names)
     if not names:
         raise ValueError(f"write_split_file: refusing to write an empty split to {path}")
     for name in names:
@@ -131,36 +129,7 @@ def write_split_file(path, names) -> None:
             raise ValueError(f"write_split_file: invalid image name {name!r} for {path}")
     if len(set(names)) != len(names):
         raise ValueError(f"write_split_file: duplicated names in the split for {path}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\n".join(names) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_split_file(path) -> list[str]:
-    """Names written by :func:`write_split_file`, in file order.
-
-    A missing file raises ``FileNotFoundError``; a file with no name (empty or blank lines
-    only) raises ``ValueError``; both name the file.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"split file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        names = [line.strip() for line in f]
-    names = [n for n in names if n]
-    if not names:
-        raise ValueError(f"split file {path} is empty")
-    return names
+    atomic_write_text(path, "\n".join(names) + "\n")
 
 
 def names_to_indices(all_names, subset) -> np.ndarray:

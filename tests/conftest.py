@@ -23,3 +23,24 @@ def require(path: Path) -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own empty download cache: nothing reads or writes the user's cache."""
     monkeypatch.setenv("LOWSHOT_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+DINO_FIXTURE = FIXTURES / "dino" / "dino_pretrain.pth"
+
+
+def fixture_heads(method: str = "dino") -> int:
+    import json
+
+    return json.loads((require(FIXTURES / method) / "config.json").read_text())["num_heads"]
+
+
+def fixture_model_args() -> list[str]:
+    """`lowshot bench` arguments for the official-layout DINO fixture checkpoint (skips without ../shared)."""
+    return ["--model", str(require(DINO_FIXTURE)), "--method", "dino", "--num-heads", str(fixture_heads())]
+
+
+def fixture_model(path=DINO_FIXTURE, **kwargs):
+    """The DINO fixture checkpoint (or another DINO-layout file) as a FeatureExtractor."""
+    from model_zoo import load_model
+
+    return load_model(require(path), method="dino", num_heads=fixture_heads(), **kwargs)

@@ -2,31 +2,23 @@
 files, the embedded dataset with a fixture checkpoint, the feature cache, records and bad input."""
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from benchmark.cli import main
-from benchmark.features import FeatureCache
 from benchmark.records import load_records
-from model_zoo import load_model
 from model_zoo.download import ChecksumError
+from model_zoo.files import sha256_file
+from tasks.classification import LowShotClassification, imagenet_data
 from tasks.datasets.imagenet import IMAGENET_SPLITS, SplitError, class_of, read_split
 
-from .conftest import FIXTURES, SPLITS, require
+from .conftest import SPLITS, fixture_model_args, require
 
 CLASSES = ["n01000001", "n01000002", "n01000003"]
-
-
-def _fixture_model_args():
-    require(FIXTURES)
-    config = json.loads((FIXTURES / "dino" / "config.json").read_text())
-    return ["--model", str(FIXTURES / "dino" / "dino_pretrain.pth"), "--method", "dino",
-            "--num-heads", str(config["num_heads"])]
+SETTINGS = LowShotClassification.settings
 
 
 def _write_imagefolder(root, per_class=14, val_per_class=4):
@@ -66,7 +58,6 @@ def test_official_split_files_verify_and_parse():
     require(SPLITS)
     for split in IMAGENET_SPLITS.values():
         path = SPLITS / split.relpath
-        from model_zoo.download import sha256_file
         assert sha256_file(path) == split.sha256, split.relpath
         names = [ln for ln in path.read_text().split() if ln]
         classes = sorted({class_of(n) for n in names})
@@ -82,7 +73,7 @@ def test_official_split_files_verify_and_parse():
 def test_imagenet_protocol_end_to_end_with_cache(imagefolder, tmp_path, capsys):
     data, splits = imagefolder
     results, cache = tmp_path / "results", tmp_path / "features"
-    args = ["bench", *_fixture_model_args(), "--task", "imagenet-lowshot", "--data-root", str(data),
+    args = ["bench", *fixture_model_args(), "--task", "imagenet-lowshot", "--data-root", str(data),
             "--splits", str(splits), "--custom-splits", "--results", str(results), "--cache", str(cache),
             "--workers", "0", "--quiet"]
     assert main(args) == 0
@@ -119,69 +110,32 @@ def test_imagenet_protocol_end_to_end_with_cache(imagefolder, tmp_path, capsys):
 
 def test_split_sha256_mismatch_and_bad_splits(imagefolder, tmp_path):
     data, splits = imagefolder
-    from tasks.classification import imagenet_data
-
     with pytest.raises(ChecksumError, match="1imgs_class.txt"):
-        imagenet_data(data, splits)  # not the official files and not declared custom
+        imagenet_data(data, SETTINGS, splits)  # not the official files and not declared custom
     # unknown wnid
     bad = splits / "imagenet_subsets2" / "2imgs_class.txt"
     bad.write_text(bad.read_text() + "n09999999_1.JPEG\n")
     with pytest.raises(SplitError, match="not in the dataset"):
-        imagenet_data(data, splits, custom_splits=True)
+        imagenet_data(data, SETTINGS, splits, custom_splits=True)
     _write_splits(splits)
     # image listed but missing on disk: named, before any feature is computed
     name = read_split(splits / "imagenet_subsets1/1imgs_class.txt", CLASSES)[1]
     (data / "train" / class_of(name) / name).unlink()
     with pytest.raises(SplitError, match="missing"):
-        imagenet_data(data, splits, custom_splits=True)
+        imagenet_data(data, SETTINGS, splits, custom_splits=True)
 
 
 def test_empty_class_is_an_error(imagefolder):
     data, splits = imagefolder
-    from tasks.classification import imagenet_data
-
     shutil.rmtree(data / "val" / CLASSES[2])
     (data / "val" / CLASSES[2]).mkdir()
     with pytest.raises(SplitError, match="empty"):
-        imagenet_data(data, splits, custom_splits=True)
-
-
-def test_nan_features_are_refused_and_nothing_cached(tmp_path):
-    require(FIXTURES)
-    from benchmark.features import TransformSpec
-    from tasks.datasets.synthetic import SyntheticScenes
-
-    config = json.loads((FIXTURES / "dino" / "config.json").read_text())
-    model = load_model(FIXTURES / "dino" / "dino_pretrain.pth", method="dino", num_heads=config["num_heads"])
-    with torch.no_grad():
-        model.vit.norm.weight[0] = float("nan")
-    cache = FeatureCache(tmp_path / "c")
-    with pytest.raises(FloatingPointError, match="NaN"):
-        cache.get(model, SyntheticScenes("classification", "test"), np.arange(4), TransformSpec(64, 64), ["cls"],
-                  workers=0, progress=False)
-    assert not list((tmp_path / "c").rglob("*.npy"))
-
-
-def test_cache_key_separates_checkpoint_transform_and_images(tmp_path):
-    require(FIXTURES)
-    from benchmark.features import TransformSpec
-    from tasks.datasets.synthetic import SyntheticScenes
-
-    heads = json.loads((FIXTURES / "dino" / "config.json").read_text())["num_heads"]
-    a = load_model(FIXTURES / "dino" / "dino_pretrain.pth", method="dino", num_heads=heads)
-    b = load_model(FIXTURES / "dino" / "dino_pretrain_full_checkpoint.pth", method="dino", num_heads=heads)
-    src = SyntheticScenes("classification", "test")
-    cache = FeatureCache(tmp_path)
-    t = TransformSpec(64, 64)
-    keys = {cache.key(a, src, np.arange(3), t, "cls")[0], cache.key(b, src, np.arange(3), t, "cls")[0],
-            cache.key(a, src, np.arange(4), t, "cls")[0], cache.key(a, src, np.arange(3), TransformSpec(72, 64), "cls")[0],
-            cache.key(a, src, np.arange(3), t, "patch")[0]}
-    assert len(keys) == 5
+        imagenet_data(data, SETTINGS, splits, custom_splits=True)
 
 
 def test_embedded_protocol_with_fixture_checkpoint(tmp_path, capsys):
     results = tmp_path / "results"
-    args = ["bench", *_fixture_model_args(), "--task", "embedded-lowshot", "--results", str(results),
+    args = ["bench", *fixture_model_args(), "--task", "embedded-lowshot", "--results", str(results),
             "--cache", str(tmp_path / "features"), "--workers", "0", "--quiet"]
     assert main(args) == 0
     records, _ = load_records(results)

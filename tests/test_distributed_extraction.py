@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from benchmark.cli import main
-from benchmark.features import FeatureCache, TransformSpec
+from benchmark.features import FeatureCache
 from benchmark.records import load_records
 from model_zoo import load_model
 
@@ -51,14 +51,13 @@ def test_torchrun_extraction_then_plain_fit(tmp_path, capsys, monkeypatch):
     assert all(json.loads(p.with_suffix(".json").read_text())["ranks"] == 2 for p in npys)
 
     # The merged files are the features a single process computes for the same images, under the same keys.
-    from tasks.classification import embedded_data
+    from tasks.classification import LowShotClassification, embedded_data
 
-    model, data = load_model("dino-tiny"), embedded_data()
-    position = {n: i for i, n in enumerate(data.pool.names)}
-    union = np.unique(np.concatenate([[position[n] for n in s.names] for s in data.settings]))
-    transform, feature = TransformSpec(data.resize, data.crop, model.spec.interpolation), model.lowshot_feature
+    model, data = load_model("dino-tiny"), embedded_data(LowShotClassification.settings)
+    union = np.unique([data.train.index_of(n) for names, _ in data.splits.values() for n in names])
+    transform, feature = model.transform(data.resize, data.crop), model.lowshot_feature
     reference = FeatureCache(tmp_path / "reference")
-    for source, indices in ((data.pool, union), (data.test, np.arange(len(data.test)))):
+    for source, indices in ((data.train, union), (data.test, np.arange(len(data.test)))):
         expected = reference.get(model, source, indices, transform, [feature], workers=0, progress=False)[feature]
         key, _ = reference.key(model, source, indices, transform, feature)
         merged = np.load(cache / key[:2] / f"{key}.npy")

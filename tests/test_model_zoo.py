@@ -167,17 +167,33 @@ def test_registry_entries_are_complete():
         assert e.layout in LAYOUTS
         assert e.embed_dim % e.num_heads == 0
         assert e.lowshot_feature in ("cls", "cls_prenorm")
+        assert e.eval_config.knn_feature == "cls"  # DINO's eval_knn protocol, for every method (MSN included)
     assert REGISTRY["msn-vits16"].lowshot_feature == "cls_prenorm"
-    assert REGISTRY["dino-vitb16"].interpolation == "bicubic" and REGISTRY["msn-vitb16"].interpolation == "bilinear"
+    dino, msn = REGISTRY["dino-vitb16"].eval_config, REGISTRY["msn-vitb16"].eval_config
+    assert dino.interpolation == "bicubic" and msn.interpolation == "bilinear"
     # parameter counts agree with timm for a real architecture
     vit = VisionTransformer(embed_dim=384, depth=12, num_heads=6, num_classes=0)
     assert REGISTRY["dino-vits16"].num_params == sum(p.numel() for p in vit.parameters())
 
 
 def test_cli_models_lists_zoo(capsys):
-    from benchmark.cli import main
+    import re
 
-    assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    assert "msn-vitl7" in out and "ibot-vitb16" in out and "no" in out
+    from benchmark.cli import main
+    from model_zoo.download import cache_dir
+
+    def table():
+        assert main(["models"]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        header = re.split(r"\s{2,}", lines[0])
+        return {cells[0]: dict(zip(header, cells)) for cells in (re.split(r"\s{2,}", ln) for ln in lines[1:])}
+
+    rows = table()
+    assert set(rows) == set(REGISTRY)  # every entry, one row each
+    assert rows["msn-vits16"]["lowshot feature"] == "cls_prenorm" and rows["msn-vits16"]["k-NN feature"] == "cls"
+    assert rows["msn-vitl7"]["cached"] == "no" and rows["msn-tiny"]["cached"] == "bundled"
+    assert rows["ibot-vitb16"]["source"] == REGISTRY["ibot-vitb16"].url
+    (cache_dir() / REGISTRY["msn-vitl7"].file_name).parent.mkdir(parents=True, exist_ok=True)
+    (cache_dir() / REGISTRY["msn-vitl7"].file_name).write_bytes(b"downloaded")
+    assert table()["msn-vitl7"]["cached"] == "yes"  # the column reads the cache
 

@@ -10,9 +10,9 @@ from PIL import Image
 from benchmark.cli import main
 from benchmark.records import load_records
 from tasks.datasets.voc import VOC_CLASSES
-from tasks.multilabel import LowShotMultiLabel, settings, voc07_data
+from tasks.multilabel import LowShotMultiLabel, voc07_data
 
-from .test_classification_protocol import _fixture_model_args
+from .conftest import fixture_model_args
 
 COLOURS = np.random.default_rng(5).integers(0, 255, (80, 3))
 
@@ -73,11 +73,11 @@ def write_coco(root, n_train=60, n_val=20):
 def test_voc07_end_to_end_splits_saved_and_reused(tmp_path):
     data = write_voc07(tmp_path / "voc")
     results = tmp_path / "results"
-    args = ["bench", *_fixture_model_args(), "--task", "voc07-multilabel", "--data-root", str(data),
+    args = ["bench", *fixture_model_args(), "--task", "voc07-multilabel", "--data-root", str(data),
             "--results", str(results), "--cache", str(tmp_path / "features"), "--workers", "0", "--quiet"]
     assert main(args) == 0
     records, problems = load_records(results)
-    assert not problems and len(records) == len(settings()) == 16
+    assert not problems and len(records) == sum(len(s.seeds) for s in LowShotMultiLabel.settings) == 16
     by = {(r["setting"], r["seed"]): r for r in records}
     full = by[("full", 1)]
     assert full["num_train"] == 46 and full["num_test"] == 16 and full["main_score"] == "map"
@@ -107,7 +107,7 @@ def test_coco_end_to_end(tmp_path):
     write_coco(tmp_path / "coco")
     results = tmp_path / "results"
     with pytest.warns(UserWarning, match="fewer than k"):  # tiny pool: some classes have < 5 positives
-        assert main(["bench", *_fixture_model_args(), "--task", "coco-multilabel", "--data-root", str(tmp_path),
+        assert main(["bench", *fixture_model_args(), "--task", "coco-multilabel", "--data-root", str(tmp_path),
                      "--results", str(results), "--cache", str(tmp_path / "f"), "--workers", "0", "--quiet",
                      "--setting", "5shot", "full"]) == 0
     records, _ = load_records(results)

@@ -1,10 +1,8 @@
-"""The perf scripts run at CI size and print their ratios (speed itself is never asserted)."""
+"""The perf scripts run at CI size and print their ratios; speed itself is never asserted, only what each script
+measures besides time (agreement, counts, objectives)."""
 from __future__ import annotations
 
-import json
-
-
-from .conftest import FIXTURES, require
+from .conftest import DINO_FIXTURE, fixture_heads, require
 
 
 def test_extraction_perf_small(capsys):
@@ -25,11 +23,22 @@ def test_knn_perf_small(capsys):
 
 
 def test_cache_perf_small(capsys):
-    require(FIXTURES)
     from benchmark.perf.cache_speed import main
 
-    heads = json.loads((FIXTURES / "dino" / "config.json").read_text())["num_heads"]
-    out = main(["--model", str(FIXTURES / "dino" / "dino_pretrain.pth"), "--method", "dino",
-                "--num-heads", str(heads)])
-    assert out["repeat"] < out["first"]
+    out = main(["--model", str(require(DINO_FIXTURE)), "--method", "dino", "--num-heads", str(fixture_heads())])
+    counts = out["counts"]
+    assert counts["first"] == {"written": 20, "hits": 0, "computed": 2}  # what the timed runs did
+    assert counts["repeat"] == {"written": 0, "hits": 0, "computed": 0}  # every record done: nothing read
+    assert counts["overwrite"] == {"written": 20, "hits": 2, "computed": 0}  # refit from cached features
     assert "ratio" in capsys.readouterr().out
+
+
+def test_classifier_perf_small(capsys):
+    from benchmark.perf.classifier_speed import main
+
+    out = main(["--small"])
+    assert set(out) == {"ours", "cyanure", "scikit-learn"}
+    for other in ("cyanure", "scikit-learn"):  # the same objective: the same minimum, the same predictions
+        assert abs(out["ours"][1] - out[other][1]) <= 1e-4 * out[other][1], other
+        assert abs(out["ours"][2] - out[other][2]) <= 0.01, other
+    assert "ours/scikit-learn: time x" in capsys.readouterr().out

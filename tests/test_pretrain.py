@@ -39,6 +39,13 @@ def _cfg(method, **kw):
     return make_config(method, **{**TINY_TEST, **kw})
 
 
+def _scenes(cfg):
+    """The embedded scenes, passed in as the benchmark layer does (the model zoo knows no dataset)."""
+    from tasks.datasets.synthetic import SyntheticScenes
+
+    return SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
+
+
 # --- masking
 
 @pytest.mark.parametrize("ratio", [0.1, 0.4, 0.75])
@@ -150,8 +157,10 @@ def test_ema_update_formula():
     ema_update(teacher, student, 0.9)
     for t0, t, s in zip(before, teacher.parameters(), student.parameters()):
         assert torch.allclose(t, 0.9 * t0 + 0.1 * s, atol=1e-7)
+    after = [p.clone() for p in teacher.parameters()]
     ema_update(teacher, student, 1.0)  # momentum 1 (end of the schedule): frozen
-    assert all(torch.allclose(a, b) for a, b in zip(before, before))
+    assert all(torch.equal(a, t) for a, t in zip(after, teacher.parameters()))
+    assert not any(torch.equal(a, s) for a, s in zip(after, student.parameters()))  # so "frozen" is visible
 
 
 def test_schedules():
@@ -210,10 +219,10 @@ def _params(model):
 @pytest.mark.parametrize("method", ["maskcluster", "msn"])
 def test_resume_is_bit_identical(tmp_path, method):
     cfg = _cfg(method, steps=4, warmup_steps=1, drop_path=0.1)
-    straight = train(cfg, tmp_path / "a", log=lambda *_: None)
-    first = train(cfg, tmp_path / "b", stop_at=2, log=lambda *_: None)
+    straight = train(cfg, tmp_path / "a", source=_scenes(cfg), log=lambda *_: None)
+    first = train(cfg, tmp_path / "b", stop_at=2, source=_scenes(cfg), log=lambda *_: None)
     assert first["step"] == 2 and first["backbone"] is None
-    resumed = train(cfg, tmp_path / "b", resume=True, log=lambda *_: None)
+    resumed = train(cfg, tmp_path / "b", resume=True, source=_scenes(cfg), log=lambda *_: None)
     assert resumed["step"] == 4
     a, b = _params(straight["model"]), _params(resumed["model"])
     assert a.keys() == b.keys()
@@ -233,7 +242,7 @@ def test_resume_is_bit_identical(tmp_path, method):
 
 def test_backbone_file_loads_with_load_model(tmp_path):
     cfg = _cfg("msn", steps=1, warmup_steps=0)
-    result = train(cfg, tmp_path, name="msn-test", log=lambda *_: None)
+    result = train(cfg, tmp_path, name="msn-test", source=_scenes(cfg), log=lambda *_: None)
     path = result["backbone"]
     assert path.name == "msn-test.safetensors"
     from safetensors import safe_open
@@ -276,6 +285,20 @@ def test_image_folder_data_and_cli_arguments(tmp_path):
     assert load_model(result["backbone"]).info.method == "dino"
 
 
+def test_embedded_data_comes_from_the_benchmark_layer(tmp_path, capsys):
+    """`--data embedded` is resolved by `lowshot pretrain`; the model zoo alone refuses it with the way out."""
+    from benchmark.cli import main
+
+    with pytest.raises(ValueError, match="--data embedded.*lowshot pretrain"):
+        train(_cfg("mae", steps=1), tmp_path / "zoo", log=lambda *_: None)
+    tiny = ["--set", "embed_dim=32", "--set", "depth=1", "--set", "num_heads=2", "--set", "decoder_dim=32",
+            "--set", "decoder_depth=1", "--set", "decoder_heads=2", "--set", "max_images=16"]
+    assert main(["pretrain", "--method", "mae", "--steps", "1", "--batch-size", "8", "--img-size", "32",
+                 "--out", str(tmp_path / "cli"), *tiny]) == 0
+    config = load_checkpoint(tmp_path / "cli" / "backbone.safetensors")["config"]
+    assert config["data_identity"] == "synthetic-scenes-v2/classification/train/32px[16 images]"
+
+
 # --- the shipped tiny models
 
 def test_tiny_registry_entries_load():
@@ -295,7 +318,7 @@ def test_tiny_models_beat_random_init():
     """The shipped weights learned something: the linear probe of `make pretrain-tiny` (40 labelled images per
     class, 800 test images, 16 classes) puts every pretrained tiny model well above `random-tiny` (measured:
     random 8.6 %, the weakest pretrained model 16.4 %; one probe's standard error is ~1.4 points)."""
-    from model_zoo.pretrain.tiny import linear_probe
+    from benchmark.tiny_models import linear_probe
 
     random_init = linear_probe("random-tiny")
     for name in ["dino-tiny", "ibot-tiny", "msn-tiny", "mae-tiny", "maskcluster-tiny"]:

@@ -1,4 +1,5 @@
-"""Tests for tasks/sampling.py: k-per-class multi-label sampling, fractions, split files."""
+"""Tests for tasks/sampling.py: k-per-class multi-label sampling, fractions, split files (written here, read by
+tasks.datasets.read_name_list)."""
 
 import os
 import warnings
@@ -6,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
+from tasks.datasets import read_name_list
 from tasks.sampling import (
     names_to_indices,
-    read_split_file,
     sample_fraction,
     sample_multilabel_k_per_class,
     write_split_file,
@@ -98,13 +99,13 @@ def test_split_file_round_trip(tmp_path):
     names = ["2008_000123", "COCO_train2014_000000000009", "ADE_train_00000001"]
     path = tmp_path / "splits" / "voc07_k4_seed0.txt"
     write_split_file(path, names)
-    assert read_split_file(path) == names
+    assert read_name_list(path) == names
     # overwrite atomically; no temporary file left behind
     write_split_file(path, names[:1])
-    assert read_split_file(path) == names[:1]
+    assert read_name_list(path) == names[:1]
     assert os.listdir(path.parent) == ["voc07_k4_seed0.txt"]
     all_names = ["x", *names]
-    np.testing.assert_array_equal(names_to_indices(all_names, read_split_file(path)), [1])
+    np.testing.assert_array_equal(names_to_indices(all_names, read_name_list(path)), [1])
     with pytest.raises(KeyError, match="not in the dataset"):
         names_to_indices(["x"], names)
 
@@ -112,11 +113,15 @@ def test_split_file_round_trip(tmp_path):
 def test_split_file_errors(tmp_path):
     missing = tmp_path / "nope.txt"
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        read_split_file(missing)
+        read_name_list(missing)
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     with pytest.raises(ValueError, match="empty.txt.*empty"):
-        read_split_file(empty)
+        read_name_list(empty)
+    twice = tmp_path / "twice.txt"
+    twice.write_text("a\nb\na\n")
+    with pytest.raises(ValueError, match=r"twice.txt.*more than once.*'a'"):
+        read_name_list(twice)
     with pytest.raises(ValueError, match="empty split"):
         write_split_file(tmp_path / "w.txt", [])
     with pytest.raises(ValueError, match="invalid image name"):

@@ -16,13 +16,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import tasks.classifiers.linear_head as linear_head
 import tasks.segmentation as seg
+import tasks.segmentation_inference as inference
 from benchmark.features import FeatureCache
 from benchmark.records import load_records
 from benchmark.runner import RunContext
+from model_zoo.registry import METHODS
+from tasks.base import FULL, Setting
 from tasks.metrics import segmentation_scores
 
-from .conftest import FIXTURES, require
+from .conftest import fixture_model, fixture_model_args
+
+DINO_RULES = METHODS["dino"]  # bicubic, ImageNet mean / std
 
 
 @pytest.fixture(autouse=True)
@@ -34,20 +40,13 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _fixture_model():
-    from model_zoo import load_model
-    require(FIXTURES)
-    heads = json.loads((FIXTURES / "dino" / "config.json").read_text())["num_heads"]
-    return load_model(FIXTURES / "dino" / "dino_pretrain.pth", method="dino", num_heads=heads)
-
-
 # --------------------------------------------------------------------------- geometry
 
 
 @pytest.mark.parametrize("h,w", [(40, 50), (64, 64), (64, 150), (200, 130), (512, 1024)])
 def test_slide_windows_cover_the_image(h, w):
     crop, stride = (512, 341) if h == 512 else (64, 43)
-    boxes = seg.slide_windows(h, w, crop, stride)
+    boxes = inference.slide_windows(h, w, crop, stride)
     count = np.zeros((h, w), int)
     for y1, y2, x1, x2 in boxes:
         assert 0 <= y1 < y2 <= h and 0 <= x1 < x2 <= w
@@ -73,7 +72,7 @@ def _position_logits(windows):
 
 def test_slide_inference_stitches_and_averages_overlaps():
     # Larger than the crop: windows x in [0,64), [43,107), [64,128); one window row.
-    out = seg.slide_inference(_position_image(64, 128), _position_logits, crop=64, stride=43)
+    out = inference.slide_inference(_position_image(64, 128), _position_logits, crop=64, stride=43)
     ys, xs = _position_image(64, 128)[:2]
     torch.testing.assert_close(out[0], ys * 1000 + xs ** 2)  # the same function of position, wherever stitched
     expected = torch.zeros(128)
@@ -81,7 +80,7 @@ def test_slide_inference_stitches_and_averages_overlaps():
     torch.testing.assert_close(out[1], expected.expand(64, 128))  # overlaps are averaged, not overwritten
     # Smaller than and equal to the crop: one window, the image itself.
     for h, w in [(40, 50), (64, 64)]:
-        out = seg.slide_inference(_position_image(h, w), _position_logits, crop=64, stride=43)
+        out = inference.slide_inference(_position_image(h, w), _position_logits, crop=64, stride=43)
         ys, xs = _position_image(h, w)[:2]
         torch.testing.assert_close(out[0], ys * 1000 + xs ** 2)
         assert (out[1] == 0).all()
@@ -114,32 +113,32 @@ def test_slide_inference_equals_mmseg(h, w):
     stub = SimpleNamespace(test_cfg=SimpleNamespace(stride=(43, 43), crop_size=(64, 64)), out_channels=5,
                            encode_decode=lambda crop, metas: window_logits(crop))
     expected = reference(stub, image[None], [{}])[0]
-    torch.testing.assert_close(seg.slide_inference(image, window_logits, 64, 43), expected)
+    torch.testing.assert_close(inference.slide_inference(image, window_logits, 64, 43), expected)
 
 
 def test_interpolation_matches_torch_and_mmcv_rescale():
     x = torch.randn(2, 3, 4, 5)
-    up_y, up_x = seg.interpolation_matrix(4, 64), seg.interpolation_matrix(5, 70)
+    up_y, up_x = linear_head.interpolation_matrix(4, 64), linear_head.interpolation_matrix(5, 70)
     torch.testing.assert_close(up_y @ x @ up_x.T, F.interpolate(x, size=(64, 70), mode="bilinear",
                                                                 align_corners=False), atol=1e-5, rtol=1e-5)
-    down = seg.interpolation_matrix(37, 11)  # downsampling too
+    down = linear_head.interpolation_matrix(37, 11)  # downsampling too
     y = torch.randn(1, 1, 37, 37)
     torch.testing.assert_close(down @ y @ down.T, F.interpolate(y, size=(11, 11), mode="bilinear",
                                                                 align_corners=False), atol=1e-5, rtol=1e-5)
     logits = torch.randn(7, 23, 31)
     direct = F.interpolate(logits[None], size=(50, 41), mode="bilinear", align_corners=False)[0].argmax(0)
-    old = seg.RESIZE_BAND_ELEMENTS
+    old = inference.RESIZE_BAND_ELEMENTS
     try:
-        seg.RESIZE_BAND_ELEMENTS = 7 * 50 * 3  # bands of 3 rows
-        banded = seg.resize_argmax(logits, 50, 41)
+        inference.RESIZE_BAND_ELEMENTS = 7 * 50 * 3  # bands of 3 rows
+        banded = inference.resize_argmax(logits, 50, 41)
     finally:
-        seg.RESIZE_BAND_ELEMENTS = old
+        inference.RESIZE_BAND_ELEMENTS = old
     assert (banded == direct).float().mean() > 0.999  # identical up to float ties
-    assert (seg.resize_argmax(logits, 23, 31) == logits.argmax(0)).all()
+    assert (inference.resize_argmax(logits, 23, 31) == logits.argmax(0)).all()
     rescale_size = pytest.importorskip("mmcv.image.geometric").rescale_size  # mmcv's keep-ratio rule
     for h, w in [(32, 48), (375, 500), (512, 683), (400, 3000), (1000, 1000), (7, 2100)]:
         new_w, new_h = rescale_size((w, h), (2048, 512))
-        assert seg.eval_size(h, w, 512, 2048) == (new_h, new_w)
+        assert inference.eval_size(h, w, 512, 2048) == (new_h, new_w)
 
 
 # --------------------------------------------------------------------------- dataset layouts
@@ -205,8 +204,8 @@ def test_evaluation_loop_confusion_matches_hand_counts(tmp_path):
     data = seg.ade20k_data(_write_ade(tmp_path))
     assert data.num_classes == 150 and len(data.train) == 6 and len(data.test) == 2
     # Only classes 0..2 occur; the heads predict three classes, so count in a 3-class matrix.
-    confs = seg.evaluate(_patch_mean, 16, {"thr": _threshold_head, "const": _constant_head}, data.test,
-                         np.arange(2), 3, crop=64, stride=43, short_side=64, max_long=None)
+    confs = inference.evaluate(_patch_mean, 16, {"thr": _threshold_head, "const": _constant_head}, data.test,
+                               np.arange(2), 3, crop=64, stride=43, short_side=64, max_long=None, config=DINO_RULES)
     # A (1,536 px): class 0: 16 (predicted 1), class 1: 720, class 2: 768, ignore: 32.
     # B (1,536 px): class 0: 320 (predicted 2), class 2: 960, ignore: 256. Images are upscaled x2, slid
     # (A: 2 windows across, B: 2 windows down), and the boundary lands between patches 2 and 3 of A.
@@ -221,9 +220,10 @@ def test_evaluation_loop_confusion_matches_hand_counts(tmp_path):
 
 
 def test_ade_protocol_through_the_task(tmp_path):
-    model = _fixture_model()
+    model = fixture_model()
     data = seg.ade20k_data(_write_ade(tmp_path / "data"))
-    task = _Small("ade20k-seg", data, settings=[("10percent", 1), ("full", 1)], steps=8)
+    task = _Small("ade20k-seg", data, settings=(Setting("10percent", "10 %", 10, seeds=(1,), fraction=0.1), FULL),
+                  steps=8)
     ctx = RunContext(tmp_path / "results", FeatureCache(tmp_path / "features"), workers=0, progress=False)
     written = task.run(model, ctx)
     assert len(written) == 2
@@ -237,7 +237,7 @@ def test_ade_protocol_through_the_task(tmp_path):
     assert full["hyperparameters_chosen_by"].startswith("held-out mIoU on 1 of the 6")  # 6 >= 5 images
     assert "default" in records["10percent"]["hyperparameters_chosen_by"]
     # Training masks: label shift (raw 0 -> 255, v -> v - 1) and the image geometry, nearest-neighbour.
-    masks = task.train_masks(ctx, np.arange(6), workers=0)
+    masks = task.train_masks(ctx, np.arange(6))
     raw = np.array(Image.open(data.train.mask_path(3)))  # 48x80 -> 64x106 -> centre crop 64
     resized = np.array(Image.fromarray(raw).resize((106, 64), Image.NEAREST))[:, 21:85]
     expected = np.where(resized == 0, 255, resized.astype(int) - 1)
@@ -277,39 +277,44 @@ def test_voc_layout_masks_and_evaluation(tmp_path):
     assert (data.dataset, data.num_classes, len(data.train), len(data.test)) == ("voc2012", 21, 3, 2)
     assert seg.voc12_data(_write_voc(tmp_path / "aug", aug=True)).dataset == "voc2012-trainaug"
     task = _Small("voc12-seg", data)
-    ctx = RunContext(tmp_path / "results", FeatureCache(tmp_path / "features"))
-    masks = task.train_masks(ctx, np.arange(3), workers=0)
+    ctx = RunContext(tmp_path / "results", FeatureCache(tmp_path / "features"), workers=0)
+    masks = task.train_masks(ctx, np.arange(3))
     raw = np.array(Image.open(data.train.mask_path(1)))  # 40x60 -> 64x96 -> centre crop 64: columns 16..80
     np.testing.assert_array_equal(masks[1], np.array(Image.fromarray(raw).resize((96, 64), Image.NEAREST))[:, 16:80])
     assert set(np.unique(masks)) == {0, 15, 255}
-    assert task.train_masks(ctx, np.arange(3), workers=0) is not masks  # read back from the cache file
-    assert len(list((tmp_path / "features" / "masks").rglob("*.npy"))) == 1
+    # A second call reads the cache file: the masks are never loaded again, and the array maps that file.
+    (cached,) = (tmp_path / "features" / "masks").rglob("*.npy")
+    def no_mask(i):
+        raise AssertionError("train_masks reloaded a mask instead of reading its cache file")
+    data.train.load_mask = no_mask
+    again = task.train_masks(ctx, np.arange(3))
+    assert isinstance(again, np.memmap) and Path(again.filename) == cached
+    np.testing.assert_array_equal(again, masks)
     # Evaluation at the labels' own size: a constant "background" head counts every labelled pixel once.
-    confs = seg.evaluate(_patch_mean, 16, {"bg": lambda t, g: _constant_head(t, g, 21)}, data.test, np.arange(2), 21,
-                         crop=64, stride=43, short_side=64, max_long=None)
+    confs = inference.evaluate(_patch_mean, 16, {"bg": lambda t, g: _constant_head(t, g, 21)}, data.test,
+                               np.arange(2), 21, crop=64, stride=43, short_side=64, max_long=None, config=DINO_RULES)
     labelled = sum(int((data.test.load_mask(i) != 255).sum()) for i in range(2))
     assert confs["bg"].sum() == confs["bg"][:, 0].sum() == labelled
 
 
 def test_train_and_eval_features_agree_on_the_embedded_geometry(tmp_path):
     """At 64 px (no resize, one window) evaluating a training image must see the features it was trained on."""
-    model = _fixture_model()
+    model = fixture_model()
     task = seg.EmbeddedSegmentation("embedded-seg", seg.embedded_data(), train_pool=8, test_limit=1)
     ctx = RunContext(tmp_path / "results", FeatureCache(tmp_path / "features"), workers=0, progress=False)
-    from benchmark.features import TransformSpec
     rows = np.arange(8)
-    features = task.train_features(model, ctx, rows, TransformSpec(64, 64, model.spec.interpolation), "patch")
-    masks = task.train_masks(ctx, rows, workers=0)
+    features = task.train_features(model, ctx, rows, model.transform(64, 64), "patch")
+    masks = task.train_masks(ctx, rows)
     c = task.data.num_classes
-    head = seg.train_head(features, masks, rows, c, 4, 1e-2, 40, seed=1, device="cpu")
-    again = seg.train_head(features, masks, rows, c, 4, 1e-2, 40, seed=1, device="cpu")
-    other = seg.train_head(features, masks, rows, c, 4, 1e-2, 40, seed=2, device="cpu")
+    head = linear_head.train_head(features, masks, rows, c, 4, 1e-2, 40, seed=1, device="cpu")
+    again = linear_head.train_head(features, masks, rows, c, 4, 1e-2, 40, seed=1, device="cpu")
+    other = linear_head.train_head(features, masks, rows, c, 4, 1e-2, 40, seed=2, device="cpu")
     state, state_again = head.state_dict(), again.state_dict()
     assert all(torch.equal(state[k], state_again[k]) for k in state)  # deterministic for a seed
     assert not torch.equal(state["conv.weight"], other.state_dict()["conv.weight"])  # batches follow the seed
-    on_crops = seg.crop_confusion(head, features, masks, rows, c, 4, "cpu")
-    through_eval = seg.evaluate(lambda w: model.extract(w, ["patch"])["patch"], 16, {"h": head}, task.train, rows,
-                                c, 64, 64, 64, None, model.spec.interpolation)["h"]
+    on_crops = linear_head.crop_confusion(head, features, masks, rows, c, 4, "cpu")
+    through_eval = inference.evaluate(lambda w: model.extract(w, ["patch"])["patch"], 16, {"h": head}, task.train, rows,
+                                      c, 64, 64, 64, None, model.eval_config)["h"]
     assert on_crops.sum() == through_eval.sum() > 0
     assert np.abs(on_crops - through_eval).sum() <= 2 * 4  # identical up to a few float ties
 
@@ -318,26 +323,23 @@ def test_train_and_eval_features_agree_on_the_embedded_geometry(tmp_path):
 
 
 def test_embedded_segmentation_end_to_end_cli(tmp_path, capsys, monkeypatch):
-    require(FIXTURES)
     from benchmark.cli import main
     from tasks import registry
 
+    model_args = fixture_model_args()
     entry = registry.get_task("embedded-seg")
     assert entry.family == "segmentation" and entry.embedded
     assert isinstance(entry.build(registry.TaskOptions()), seg.EmbeddedSegmentation)
-    small = lambda opts: seg.EmbeddedSegmentation("embedded-seg", seg.embedded_data(), train_pool=100,
-                                                  test_limit=16, steps=15)
-    monkeypatch.setitem(registry.TASKS, "embedded-seg", dataclasses.replace(entry, build=small))
-    heads = json.loads((FIXTURES / "dino" / "config.json").read_text())["num_heads"]
+    small = dataclasses.replace(entry, options={"train_pool": 100, "test_limit": 16, "steps": 15})
+    monkeypatch.setitem(registry.TASKS, "embedded-seg", small)
     results, cache = tmp_path / "results", tmp_path / "features"
-    args = ["bench", "--model", str(FIXTURES / "dino" / "dino_pretrain.pth"), "--method", "dino", "--num-heads",
-            str(heads), "--task", "embedded-seg", "--results", str(results), "--cache", str(cache),
+    args = ["bench", *model_args, "--task", "embedded-seg", "--results", str(results), "--cache", str(cache),
             "--workers", "0", "--quiet"]
     assert main(args) == 0
     records, problems = load_records(results)
     assert not problems and len(records) == 10
     by_key = {(r["setting"], r["seed"]): r for r in records}
-    assert set(by_key) == set(seg.protocol_settings())
+    assert set(by_key) == {(s.name, seed) for s in seg.LowShotSegmentation.settings for seed in s.seeds}
     for (setting, seed), r in by_key.items():
         assert r["classifier"] == "linear" and r["family"] == "segmentation" and r["main_score"] == "miou"
         assert 0 <= r["metrics"]["miou"] <= 100 and 0 <= r["metrics"]["pixel_accuracy"] <= 100

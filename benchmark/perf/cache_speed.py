@@ -10,17 +10,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import re
 import tempfile
 import time
 
 from benchmark.cli import main as lowshot
 
+SUMMARY = re.compile(r"(\d+) record\(s\) written .*feature cache: (\d+) hit\(s\), (\d+) computed")
 
-def _timed(args: list[str]) -> float:
+
+def _timed(args: list[str]) -> tuple[float, dict]:
+    """(seconds, {"written", "hits", "computed"} from the run's summary line)."""
+    out = io.StringIO()
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(out):
         lowshot(args)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    written, hits, computed = map(int, SUMMARY.search(out.getvalue()).groups())
+    return seconds, {"written": written, "hits": hits, "computed": computed}
 
 
 def main(argv=None) -> dict:
@@ -34,11 +41,13 @@ def main(argv=None) -> dict:
         args = ["bench", "--model", a.model, "--task", a.task, "--results", f"{tmp}/r", "--cache", f"{tmp}/c", "--quiet"]
         args += ["--method", a.method] if a.method else []
         args += ["--num-heads", a.num_heads] if a.num_heads else []
-        first, second = _timed(args), _timed(args)
-        overwrite = _timed(args + ["--overwrite"])
+        (first, c1), (second, c2) = _timed(args), _timed(args)
+        overwrite, c3 = _timed(args + ["--overwrite"])
     print(f"bench {a.model} on {a.task}: first {first:.1f}s, repeat {second:.1f}s (ratio {second / first:.3f}), "
           f"--overwrite from cached features {overwrite:.1f}s (ratio {overwrite / first:.3f})")
-    return {"first": first, "repeat": second, "overwrite": overwrite}
+    print(f"  first: {c1}; repeat: {c2}; --overwrite: {c3}")
+    return {"first": first, "repeat": second, "overwrite": overwrite, "counts": {"first": c1, "repeat": c2,
+                                                                                  "overwrite": c3}}
 
 
 if __name__ == "__main__":

@@ -14,32 +14,17 @@ Both are written to a temporary file in the target directory, then renamed: a cr
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..files import atomic_write, atomic_write_bytes
+
 TRAINING_FORMAT = "lowshot-pretrain-v1"
 BACKBONE_FORMAT = "lowshot-v1"
-
-
-def _atomic_write(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; these are ordinary shareable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def rng_state() -> dict:
@@ -74,7 +59,7 @@ def save_training_checkpoint(path: Path, model: nn.Module, optimizer: torch.opti
                              config_json: str) -> Path:
     state = {"format": TRAINING_FORMAT, "step": step, "config": config_json, **_sections(model),
              "optimizer": optimizer.state_dict(), "scheduler": {"step": step}, "rng": rng_state()}
-    return _atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
@@ -128,4 +113,4 @@ def save_backbone(path: Path, vit: nn.Module, config: dict, dtype: torch.dtype =
     tensors = {k: v.detach().to("cpu", dtype) for k, v in vit.state_dict().items()}
     metadata = {"format": BACKBONE_FORMAT, "config": json.dumps(config, sort_keys=True)}
     data = safetensors_bytes(tensors, metadata)
-    return _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    return atomic_write_bytes(path, data)

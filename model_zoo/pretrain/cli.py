@@ -1,7 +1,8 @@
-"""Command-line face of pre-training: `add_pretrain_arguments(parser)` + `run_pretrain(args)`.
+"""Command-line face of pre-training: `add_pretrain_arguments(parser)` + `config_from_args(args)`; the command
+itself is `lowshot pretrain` (benchmark/cli.py), which also passes in the `--data embedded` images.
 
     lowshot pretrain --method maskcluster --arch vit_small --data DIR|embedded --out DIR [--steps N] [--resume]
-    torchrun --nproc_per_node 4 -m model_zoo.pretrain --method dino --data /imagenet/train --out runs/dino
+    torchrun --nproc_per_node 4 -m benchmark.cli pretrain --method dino --data /imagenet/train --out runs/dino
 
 Any config field (see config.py and each recipe's defaults) can be set with --set KEY=VALUE (JSON values:
 --set collapse='["sinkhorn","memax"]' --set mask_ratio=0.5).
@@ -14,7 +15,6 @@ import math
 
 from ..registry import ARCHS
 from .recipes import RECIPES, make_config
-from .train import train
 
 # The tiny models shipped with the package (64 px, patch 8): embed_dim, depth, num_heads.
 TINY = (96, 4, 3)
@@ -71,9 +71,3 @@ def parse_overrides(items: list[str]) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
-
-
-def run_pretrain(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name)
-    return 0 if result["step"] >= cfg.steps else 1

@@ -1,7 +1,8 @@
 """Pre-training images (labels are never read) and the order they come in.
 
-`--data embedded`: the train pool of the embedded synthetic dataset (rendered on access, deterministic per
-index). Otherwise an image folder read recursively with PIL. Images are resized (shorter side) and
+`cfg.data` is an image folder, read recursively with PIL, or the name of a source the caller passes in
+(`train(..., source=...)`: any object with `load_image(i) -> PIL image`, `len()` and `identity`). The model zoo
+knows no dataset: `lowshot pretrain --data embedded` (benchmark/cli.py) passes the embedded scenes. Images are resized (shorter side) and
 center-cropped to `load_size` squares of uint8, so batches stack and multi-crop runs batched on the device.
 
 Order: torch's DistributedSampler (shuffled with the run's seed, reshuffled per epoch with `set_epoch`,
@@ -33,25 +34,23 @@ def to_square_uint8(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-class EmbeddedImages(Dataset):
-    """Train images of the embedded dataset; `max_images` > 0 takes that many, evenly spaced over the pool
-    (the classification pool is ordered by class, so every class keeps its share)."""
+class SourceImages(Dataset):
+    """Images of a source the caller passes in; `max_images` > 0 takes that many, evenly spaced over it (a pool
+    ordered by class, like the embedded classification pool, keeps every class's share)."""
 
-    def __init__(self, task: str = "classification", image_size: int = 64, max_images: int = 0, load_size: int = 0):
-        from tasks.datasets.synthetic import SyntheticScenes
-
-        self.scenes = SyntheticScenes(task, "train", image_size)
-        n = len(self.scenes)
+    def __init__(self, source, load_size: int, max_images: int = 0):
+        self.source = source
+        n = len(source)
         self.indices = np.arange(n) if not max_images or max_images >= n else \
             np.unique(np.linspace(0, n - 1, max_images).round().astype(np.int64))
-        self.load_size = load_size or image_size
-        self.identity = f"{self.scenes.identity}[{len(self.indices)} images]"
+        self.load_size = load_size
+        self.identity = f"{source.identity}[{len(self.indices)} images]"
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        return to_square_uint8(self.scenes.load_image(int(self.indices[i])), self.load_size)
+        return to_square_uint8(self.source.load_image(int(self.indices[i])), self.load_size)
 
 
 class ImageFolderImages(Dataset):
@@ -77,9 +76,13 @@ class ImageFolderImages(Dataset):
             return to_square_uint8(image, self.load_size)
 
 
-def build_dataset(cfg) -> Dataset:
+def build_dataset(cfg, source=None) -> Dataset:
+    """The images of `source` when given, else the image folder `cfg.data`."""
+    if source is not None:
+        return SourceImages(source, cfg.load_size or cfg.img_size, cfg.max_images)
     if cfg.data == "embedded":
-        return EmbeddedImages(cfg.embedded_task, cfg.img_size, cfg.max_images, cfg.load_size)
+        raise ValueError("--data embedded: the embedded scenes are passed in by `lowshot pretrain` "
+                         "(or `python -m benchmark.cli pretrain` under torchrun); here pass an image folder")
     return ImageFolderImages(cfg.data, cfg.load_size or cfg.img_size, cfg.max_images)
 
 

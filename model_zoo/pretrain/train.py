@@ -1,4 +1,4 @@
-"""The training loop and its command-line face: `add_pretrain_arguments(parser)` + `run_pretrain(args)`.
+"""The training loop: `train(cfg, out, ...)` (the command is `lowshot pretrain`, in benchmark/cli.py).
 
 One process per device; under `torchrun` (RANK / WORLD_SIZE / LOCAL_RANK set) the model is wrapped in
 DistributedDataParallel (NCCL on GPUs, Gloo on CPUs) and each process reads its DistributedSampler shard.
@@ -59,9 +59,10 @@ def _format_logs(logs: dict) -> str:
 
 
 def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: int | None = None,
-          device: str | None = None, name: str = "backbone",
+          device: str | None = None, name: str = "backbone", source=None,
           log=functools.partial(print, flush=True)) -> dict:
     """Train (or continue) a run in `out`; stop after `stop_at` steps if given (for tests and time slices).
+    Images come from `source` when given (see `data.build_dataset`), else from the image folder `cfg.data`.
 
     Writes out/checkpoint.pt every cfg.ckpt_every steps and at the end, and out/<name>.safetensors once the
     run has done cfg.steps steps. Returns {"step", "checkpoint", "backbone" (or None), "model"}.
@@ -91,7 +92,7 @@ def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: i
         no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters
                    else "broadcast_buffers": False}
         net = ddp(model, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
-    dataset = build_dataset(cfg)
+    dataset = build_dataset(cfg, source)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=StepBatches(dataset, cfg.batch_size, cfg.seed, rank, world, start),
         num_workers=cfg.num_workers, pin_memory=device.type == "cuda")

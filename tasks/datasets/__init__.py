@@ -5,6 +5,46 @@ every task run offline); import the module you need, e.g.
 ``from tasks.datasets.synthetic import SyntheticScenes``.
 """
 
+# Label maps: this value marks pixels that are neither scored nor trained on (VOC's 255 border, ADE20K's raw 0
+# "other" after mmseg's reduce_zero_label). Every reader, the head and the metrics use this one value.
+IGNORE_INDEX = 255
+
+
+class SplitError(ValueError):
+    """A split file or dataset listing that cannot be used as it is (the message names the file)."""
+
+
+def read_name_list(path, parse=None) -> list[str]:
+    """The image names of a split file: one per non-blank line (surrounding white space stripped), or
+    `parse(line)` of each line. A missing file is a FileNotFoundError; an unreadable or empty one, or one that
+    names an image twice, is a SplitError; each names the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"split file {path} does not exist")
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SplitError(f"cannot read split file {path}: {e}") from None
+    names = []
+    for lineno, line in enumerate(lines, 1):
+        if line:
+            name = parse(line) if parse else line
+            if not name:
+                raise SplitError(f"split file {path}, line {lineno}: cannot read an image name from {line!r}")
+            names.append(name)
+    if not names:
+        raise SplitError(f"split file {path} is empty")
+    if len(set(names)) != len(names):
+        seen, twice = set(), []
+        for n in names:
+            if n in seen:
+                twice.append(n)
+            seen.add(n)
+        raise SplitError(f"split file {path} lists some images more than once, e.g. {sorted(set(twice))[:5]}")
+    return names
+
 
 def load_rgb(path):
     """An image file as RGB; a missing or unreadable file is an error naming it."""

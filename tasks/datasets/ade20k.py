@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 from PIL import Image
-from . import NamedImages, load_rgb, read_label_png
+from . import IGNORE_INDEX, NamedImages, load_rgb, read_label_png
 
 __all__ = ["ADE20K_CLASSES", "ADE20KSegmentation", "reduce_zero_label"]
 
@@ -49,7 +49,6 @@ ADE20K_CLASSES = (
 )  # fmt: skip
 assert len(ADE20K_CLASSES) == 150
 
-IGNORE_INDEX = 255
 
 
 def reduce_zero_label(raw: np.ndarray) -> np.ndarray:

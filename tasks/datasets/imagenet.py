@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import NamedImages
+from . import NamedImages, SplitError, load_rgb, read_name_list
 
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png")
 _MSN = "https://raw.githubusercontent.com/facebookresearch/msn/main"
@@ -46,10 +46,6 @@ IMAGENET_SPLITS: dict[str, SplitFile] = {s.split_id: s for s in [
 ]}
 
 
-class SplitError(ValueError):
-    pass
-
-
 def class_of(file_name: str) -> str:
     """`n01440764_10026.JPEG` -> `n01440764` (also `disc_12.png` -> `disc`)."""
     stem = Path(file_name).stem
@@ -60,19 +56,11 @@ def class_of(file_name: str) -> str:
 
 def read_split(path: str | Path, classes: list[str], images_per_class: int | None = None) -> list[str]:
     """Read a split file and check it against the dataset's classes (and the per-class count when known)."""
-    path = Path(path)
-    try:
-        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    except OSError as e:
-        raise SplitError(f"cannot read split file {path}: {e.strerror}") from None
-    if not names:
-        raise SplitError(f"split file {path} is empty")
+    names = read_name_list(path)
     known = set(classes)
     unknown = sorted({class_of(n) for n in names} - known)
     if unknown:
         raise SplitError(f"split file {path} names {len(unknown)} class(es) not in the dataset: {unknown[:5]}")
-    if len(set(names)) != len(names):
-        raise SplitError(f"split file {path} lists some images more than once")
     if images_per_class is not None:
         counts: dict[str, int] = {}
         for n in names:
@@ -140,9 +128,4 @@ class ImageFolderSplit(NamedImages):
         return sorted(d.name for d in os.scandir(folder) if d.is_dir())
 
     def load_image(self, i: int) -> Image.Image:
-        path = self.folder / self.relpaths[i]
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except OSError as e:
-            raise OSError(f"cannot read image {path}: {e}") from None
+        return load_rgb(self.folder / self.relpaths[i])

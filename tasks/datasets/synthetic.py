@@ -28,14 +28,16 @@ from __future__ import annotations
 import colorsys
 import importlib.util
 import math
-import os
-import tempfile
 import zlib
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from model_zoo.files import atomic_write_text
+
+from . import IGNORE_INDEX
 
 __all__ = ["SyntheticScenes", "write_lowshot_splits", "lowshot_split_names", "one_percent_names",
            "render_scene", "CLASSES", "VERSION"]
@@ -321,7 +323,7 @@ def _draw(img, mask, label, o, size, sdf_fn, rng, bank, plain=False):
     if mask is not None:
         sub = mask[y0:y1, x0:x1]
         sub[d <= -EDGE_PX] = label
-        sub[np.abs(d) < EDGE_PX] = 255
+        sub[np.abs(d) < EDGE_PX] = IGNORE_INDEX
 
 
 def _capsule(w):
@@ -455,21 +457,15 @@ def lowshot_split_names(seed, images_per_class):
     return _sample_per_class((100, int(seed)), int(images_per_class))
 
 
+def fraction_names(fraction, seed=1):
+    """`fraction` of each class of the train pool (seed 1, 1 %: 13 images per class, like ImageNet's
+    1percent.txt)."""
+    return _sample_per_class((101,) if seed == 1 else (101, int(seed)), round(fraction * TRAIN_PER_CLASS))
+
+
 def one_percent_names():
     """1 % of the train pool (13 images per class), like ImageNet's 1percent.txt."""
-    return _sample_per_class((101,), TRAIN_PER_CLASS // 100)
-
-
-def _write_atomic(path, lines):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    return fraction_names(0.01)
 
 
 def write_lowshot_splits(directory, image_size=64):
@@ -483,6 +479,6 @@ def write_lowshot_splits(directory, image_size=64):
     jobs.append((directory / "synthetic_subsets1" / "1percent.txt", one_percent_names()))
     for path, names in jobs:
         assert known.issuperset(names), path
-        _write_atomic(path, names)
+        atomic_write_text(path, "".join(name + "\n" for name in names))
         written.append(str(path))
     return written

@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image
-from . import NamedImages, load_rgb, read_label_png
+from . import IGNORE_INDEX, NamedImages, load_rgb, read_label_png, read_name_list
 
 __all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "VOC2007MultiLabel", "VOC2012Segmentation", "resolve_voc_dir"]
 
@@ -39,7 +39,6 @@ VOC_CLASSES = (
 #: Segmentation classes: background (index 0) + the 20 object classes (indices 1..20).
 VOC_SEG_CLASSES = ("background",) + VOC_CLASSES
 
-IGNORE_INDEX = 255
 
 
 def resolve_voc_dir(root: str, year: str) -> str:
@@ -62,32 +61,18 @@ def resolve_voc_dir(root: str, year: str) -> str:
     )
 
 
-def read_name_list(path: str) -> list[str]:
-    """Read an image-name list (one name per line; blank lines ignored).
+def _image_name(line: str) -> str:
+    """The image name of a line of a VOC list: the line itself, or for a DeepLab-style pair such as
+    ``/JPEGImages/x.jpg /SegmentationClassAug/x.png`` the stem of its first path."""
+    tok = line.split()[0]
+    if "/" in tok or tok.lower().endswith((".jpg", ".jpeg", ".png")):
+        tok = os.path.splitext(os.path.basename(tok))[0]
+    return tok
 
-    A line may also be a DeepLab-style pair such as ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``:
-    the name is then the stem of its first path. Missing, empty or duplicated lists raise.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"split file {path} does not exist")
-    names = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            tok = tokens[0]
-            if "/" in tok or tok.lower().endswith((".jpg", ".jpeg", ".png")):
-                tok = os.path.splitext(os.path.basename(tok))[0]
-            if not tok:
-                raise ValueError(f"split file {path}, line {lineno}: cannot read an image name from {line!r}")
-            names.append(tok)
-    if not names:
-        raise ValueError(f"split file {path} is empty")
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})[:5]
-        raise ValueError(f"split file {path} lists some images twice, e.g. {dup}")
-    return names
+
+def read_voc_list(path: str) -> list[str]:
+    """Image names of a VOC split list (`ImageSets/*/<split>.txt`, or SBD's `train_aug.txt`)."""
+    return read_name_list(path, _image_name)
 
 
 def _check_files_exist(folder: str, names: list[str], ext: str, what: str, split_file: str) -> None:
@@ -158,7 +143,7 @@ class VOC2007MultiLabel(NamedImages):
         self.ann_dir = os.path.join(self.voc_dir, "Annotations")
         split_file = os.path.join(self.voc_dir, "ImageSets", "Main", f"{split}.txt")
         self.classes = list(VOC_CLASSES)
-        self.names = read_name_list(split_file)
+        self.names = read_voc_list(split_file)
         _check_files_exist(self.image_dir, self.names, ".jpg", "image", split_file)
         cls_idx = {c: i for i, c in enumerate(self.classes)}
         n, c = len(self.names), len(self.classes)
@@ -221,11 +206,11 @@ class VOC2012Segmentation(NamedImages):
             split_file = os.path.join(sets_dir, f"{split}.txt")
             self.mask_dir = os.path.join(self.voc_dir, "SegmentationClass")
         self.classes = list(VOC_SEG_CLASSES)
-        self.names = read_name_list(split_file)
+        self.names = read_voc_list(split_file)
         if use_sbd_aug:
             val_file = os.path.join(sets_dir, "val.txt")
             if os.path.isfile(val_file):
-                leak = sorted(set(self.names) & set(read_name_list(val_file)))
+                leak = sorted(set(self.names) & set(read_voc_list(val_file)))
                 if leak:
                     raise ValueError(
                         f"{split_file} contains {len(leak)} image(s) of the validation list {val_file}, "

@@ -1,21 +1,21 @@
 """The tiny models shipped in model_zoo/weights/: five recipes pre-trained on the embedded dataset, plus
 `random-tiny` (same architecture, seeded random init) as the baseline they must beat.
 
-    python -m model_zoo.pretrain.tiny            # `make pretrain-tiny`: train all, write weights, probe, print sha256
-    python -m model_zoo.pretrain.tiny --methods dino --probe-only
-    python -m model_zoo.pretrain.tiny --ablation centering memax sinkhorn --out build/ablation-collapse
+    python -m benchmark.tiny_models            # `make pretrain-tiny`: train all, write weights, probe, print sha256
+    python -m benchmark.tiny_models --methods dino --probe-only
+    python -m benchmark.tiny_models --ablation centering memax sinkhorn --out build/ablation-collapse
 
 Pre-training reads the classification train pool of the embedded dataset (20,800 images, labels unused;
 object-centric like ImageNet, which the paper pre-trains on). The runs are deterministic given the seed, but
 bit-exact regeneration (same sha256) holds only on the same machine, thread count and torch / timm versions.
-The probe: logistic regression on the method's low-shot feature (`cls`; `cls_prenorm` for MSN) of
-PROBE_PER_CLASS train images per class, accuracy on the embedded classification test set (800 images).
+The probe: the suite's own logistic regression (per-sample centring + L2, λ = 0.0025, as the low-shot protocols)
+on the method's low-shot feature (`cls`; `cls_prenorm` for MSN) of PROBE_PER_CLASS train images per class,
+extracted through the method's evaluation transform; top-1 on the embedded classification test set (800 images).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -23,12 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import backbone_config, save_backbone
-from .cli import TINY, parse_overrides
-from .recipes import make_config
-from .train import train
+from model_zoo import load_model
+from model_zoo.files import atomic_write, atomic_write_text, sha256_file
+from model_zoo.pretrain import TINY, make_config, train
+from model_zoo.pretrain.checkpoint import backbone_config, save_backbone
+from model_zoo.pretrain.cli import parse_overrides
+from model_zoo.pretrain.model import PretrainModel
+from tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
+from tasks.datasets.synthetic import SyntheticScenes
+from tasks.metrics import top1_accuracy
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+from .features import extract_features
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "model_zoo" / "weights"
 METHODS = ("dino", "ibot", "msn", "mae", "maskcluster")
 SEED = 0
 THREADS = 1  # part of what makes a regeneration bit-exact; also leaves a core to the rest of the machine
@@ -61,53 +68,43 @@ def tiny_config(method: str, **overrides):
 def write_random_tiny(path: Path) -> Path:
     """Seeded random init of the tiny architecture (the teacher at step 0 = the student's init), DINO rules."""
     cfg = tiny_config("dino", steps=0)
-    from .model import PretrainModel
-
     torch.manual_seed(cfg.seed)
     model = PretrainModel(cfg)
     return save_backbone(path, model.backbone(), {**backbone_config(cfg, 0), "random_init": True})
 
 
-def _probe_split(split: str, per_class: int | None):
-    from tasks.datasets.synthetic import SyntheticScenes
+def pretrain_source(cfg) -> SyntheticScenes:
+    """The images the tiny models pre-train on: the embedded classification train pool (labels unused)."""
+    return SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
 
-    scenes = SyntheticScenes("classification", split, 64)
+
+def probe_indices(scenes: SyntheticScenes, per_class: int | None) -> np.ndarray:
+    """`per_class` evenly spaced images of each class (None: all)."""
     labels = scenes.targets
     if per_class is None:
-        idx = np.arange(len(scenes))
-    else:
-        idx = np.concatenate([np.flatnonzero(labels == c)[::len(labels) // len(scenes.classes) // per_class][:per_class]
-                              for c in range(len(scenes.classes))])
-    images = np.stack([np.asarray(scenes.load_image(int(i))) for i in idx])
-    return images, labels[idx]
+        return np.arange(len(scenes))
+    step = len(labels) // len(scenes.classes) // per_class
+    return np.concatenate([np.flatnonzero(labels == c)[::step][:per_class] for c in range(len(scenes.classes))])
 
 
-def linear_probe(model_or_path, per_class: int = PROBE_PER_CLASS, cache: dict = {}) -> float:
-    """Top-1 test accuracy of a logistic regression on the model's low-shot feature."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-    from ..extractor import load_model
-
+def linear_probe(model_or_path, per_class: int = PROBE_PER_CLASS) -> float:
+    """Top-1 test accuracy (fraction) of the suite's logistic regression on the model's low-shot feature."""
     model = load_model(model_or_path)
-    key = per_class
-    if key not in cache:
-        cache[key] = (_probe_split("train", per_class), _probe_split("test", None))
-    feats = []
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
-    for images, _ in cache[key]:
-        x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std
-        feats.append(torch.cat([model(x[i:i + 200]) for i in range(0, len(x), 200)]).numpy())
-    (_, y_train), (_, y_test) = cache[key]
-    scaler = StandardScaler().fit(feats[0])
-    clf = LogisticRegression(max_iter=3000, C=1.0).fit(scaler.transform(feats[0]), y_train)
-    return float((clf.predict(scaler.transform(feats[1])) == y_test).mean())
+    feature = model.lowshot_feature
+    transform = model.transform(64, 64)
+    x, y = [], []
+    for split, per in (("train", per_class), ("test", None)):
+        scenes = SyntheticScenes("classification", split, 64)
+        idx = probe_indices(scenes, per)
+        feats = extract_features(model, scenes, idx, transform, [feature], workers=0, progress=False)[feature]
+        x.append(preprocess(feats))
+        y.append(scenes.targets[idx])
+    clf = LogisticRegression(lambd=DEFAULT_LAMBDA).fit(x[0], y[0])
+    return top1_accuracy(clf.predict(x[1]), y[1]) / 100
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_zoo.pretrain.tiny", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmark.tiny_models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--ablation", nargs="+", choices=list(ABLATION), metavar="VARIANT",
@@ -128,18 +125,14 @@ def main(argv=None) -> int:
                 for v in args.ablation}
     else:
         runs = {f"{m}-tiny": tiny_config(m, **overrides) for m in args.methods}
-    from ..download import sha256_file
-
     summary = {}
     if not args.probe_only:
         if not args.ablation:
             summary["random-tiny"] = {"sha256": sha256_file(write_random_tiny(args.out / "random-tiny.safetensors"))}
         for name, cfg in runs.items():
             t0, cpu0 = time.time(), time.process_time()
-            result = train(cfg, args.work / name, resume=args.resume, name=name)
-            target = args.out / f"{name}.safetensors"
-            shutil.copyfile(result["backbone"], target.with_suffix(".tmp"))
-            os.replace(target.with_suffix(".tmp"), target)
+            result = train(cfg, args.work / name, resume=args.resume, name=name, source=pretrain_source(cfg))
+            target = atomic_write(args.out / f"{name}.safetensors", lambda tmp: shutil.copyfile(result["backbone"], tmp))
             summary[name] = {"sha256": sha256_file(target), "threads": args.threads,
                              "wall_minutes": round((time.time() - t0) / 60, 1),
                              "cpu_minutes": round((time.process_time() - cpu0) / 60, 1)}
@@ -149,7 +142,7 @@ def main(argv=None) -> int:
         print(f"{name:18s} probe top-1 {summary[name]['probe_top1']:.4f}  sha256 {summary[name]['sha256']}", flush=True)
     record = args.out / "tiny-models.json"  # provenance beside the weights (times vary; the weights do not)
     merged = {**(json.loads(record.read_text()) if record.exists() else {}), **summary}
-    record.write_text(json.dumps(merged, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(record, json.dumps(merged, indent=1, sort_keys=True) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -1,0 +1,206 @@
+"""What every low-shot task is: a declaration, and one run skeleton that every task family shares.
+
+A task family (classification, multi-label, segmentation) declares, once, on its class:
+- `family`, `main_score` and the figure's axis labels (`metric_label`, `axis_label`);
+- `settings`: the protocol's settings in reading order, each with its seeds, its x position and tick label in the
+  figures, and how its labelled subset is drawn (`shots` images per class, a `fraction` of the training images,
+  or the full training set);
+- `classifiers`: names in `tasks.classifiers.CLASSIFIERS`.
+The leaderboard and the figures read these declarations (through `tasks.registry`); nothing about a setting is
+written anywhere else. A task instance may carry other settings (`settings=`, e.g. a smaller test protocol).
+
+`LowShotTask.run` is the one run skeleton: which records are missing -> labelled subsets -> the images whose
+features they need -> cached features -> fit every pending (setting, seed, classifier) -> score -> one record
+each. A family supplies what differs: how a labelled subset is drawn (`draw_subset`, or `labelled_subset`),
+which features it extracts (`extract`), how a classifier is fitted (`fit`) and how fitted classifiers are scored
+(`score`, or `evaluate` for all of them at once).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .classifiers import CLASSIFIERS
+from .datasets import read_name_list
+from .sampling import names_to_indices, write_split_file
+
+SEEDS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a protocol: its labelled subset, seeds, and place in the tables and figures."""
+    name: str  # in records, tables and --setting: "5img", "1percent", "full"
+    label: str  # tick label in the figures: "5", "1 %"
+    x: float  # x position in the figures
+    seeds: tuple[int, ...] = SEEDS
+    shots: int | None = None  # k labelled images per class ...
+    fraction: float | None = None  # ... or this fraction of the training images; neither: all of them
+
+    @property
+    def kind(self) -> str:
+        return "shots" if self.shots else "fraction" if self.fraction else "full"
+
+
+FULL = Setting("full", "100 %", 100, seeds=(1,))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A classifier fitted for one record: the estimator and what the record says about how it was fitted."""
+    estimator: object
+    record: dict  # hyper-parameters, how they were chosen, convergence, ...
+    seconds: float
+
+
+class LowShotTask:
+    family: str
+    main_score: str
+    metric_label: str
+    axis_label: str
+    settings: tuple[Setting, ...]
+    classifiers: tuple[str, ...]
+    features_allowed: tuple[str, ...] | None = None  # None: any feature of the model interface
+
+    def __init__(self, name: str, data, settings: tuple[Setting, ...] | None = None):
+        self.name = name
+        self.data = data
+        if settings is not None:
+            self.settings = tuple(settings)
+
+    # ------------------------------------------------------------------ what a family supplies
+
+    @property
+    def train(self):
+        """The pool labelled subsets are drawn from (names, identity, targets, load_image)."""
+        return self.data.train
+
+    def draw_subset(self, setting: Setting, seed: int) -> np.ndarray:
+        """Indices of a new labelled subset of `self.train` (saved to a split file by `labelled_subset`)."""
+        raise NotImplementedError
+
+    def labelled_subset(self, setting: Setting, seed: int, split_dir: Path) -> tuple[np.ndarray, str]:
+        """(indices into `self.train`, where they came from): the saved split file when it exists, else a new
+        draw, saved as `<split_dir>/<setting>-seed<seed>.txt` so that every later run uses the same images."""
+        if setting.kind == "full":
+            return np.arange(len(self.train)), "all training images"
+        path = split_dir / f"{setting.name}-seed{seed}.txt"
+        if path.exists():
+            return names_to_indices(self.train.names, read_name_list(path)), str(path)
+        idx = np.asarray(self.draw_subset(setting, seed))
+        write_split_file(path, [self.train.names[i] for i in idx])
+        return idx, str(path)
+
+    def feature_rows(self, subsets: dict) -> np.ndarray:
+        """Training images whose features are extracted: by default the union of the pending subsets."""
+        return np.unique(np.concatenate([idx for idx, _ in subsets.values()]))
+
+    def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
+        """Everything the fits and the scoring read, through the feature cache (`ctx.features`)."""
+        raise NotImplementedError
+
+    def fit(self, model, ctx, classifier: str, setting: Setting, seed: int, rows: np.ndarray, extracted: dict,
+            feature: str) -> Fitted:
+        """Fit `classifier` on the labelled subset `rows` (positions in the extracted training features)."""
+        raise NotImplementedError
+
+    def score(self, model, ctx, key: tuple, fitted: Fitted, extracted: dict, feature: str) -> tuple[dict, dict]:
+        """(metrics, record fields) of one fitted classifier on the evaluation set."""
+        raise NotImplementedError
+
+    def evaluate(self, model, ctx, fitted: dict, extracted: dict, features: dict) -> dict:
+        """{key: (metrics, record fields)} for every fitted classifier; by default `score` one by one (the
+        record's `seconds`: fitting + scoring)."""
+        out = {}
+        for key, f in fitted.items():
+            t0 = time.time()
+            metrics, extra = self.score(model, ctx, key, f, extracted, features[key[2]])
+            out[key] = metrics, {"seconds": f.seconds + time.time() - t0, **extra}
+        return out
+
+    def record_fields(self, model, extracted: dict) -> dict:
+        """Fields every record of this task carries (dataset, numbers of images, transform, ...)."""
+        return {}
+
+    # ------------------------------------------------------------------ the shared skeleton
+
+    def pending(self, model, ctx) -> list[tuple[Setting, int, str]]:
+        return [(s, seed, c) for s in self.settings for seed in s.seeds for c in self.classifiers
+                if ctx.needs(model, self.name, s.name, seed, c)]
+
+    def run(self, model, ctx) -> list[Path]:
+        pending = self.pending(model, ctx)
+        features = {c: ctx.feature_for(model, c) for c in {c for _, _, c in pending}}
+        refused = {c: f for c, f in features.items() if self.features_allowed and f not in self.features_allowed}
+        if refused:
+            print(f"{self.name}: skipped, feature {sorted(set(refused.values()))} is not one of "
+                  f"{self.features_allowed}")
+            pending = [p for p in pending if p[2] not in refused]
+        if not pending:
+            return []
+        split_dir = Path(ctx.results) / "splits" / self.name
+        subsets = {(s.name, seed): self.labelled_subset(s, seed, split_dir) for s, seed, _ in pending}
+        rows = self.feature_rows(subsets)
+        extracted = self.extract(model, ctx, rows, sorted(set(features.values())))
+        if ctx.extract_only:
+            return []
+        position = {int(i): j for j, i in enumerate(rows)}
+        fitted, subset_of = {}, {}
+        for setting, seed, classifier in pending:
+            idx, source = subsets[(setting.name, seed)]
+            key = (setting.name, seed, classifier)
+            fitted[key] = self.fit(model, ctx, classifier, setting, seed, np.array([position[int(i)] for i in idx]),
+                                   extracted, features[classifier])
+            subset_of[key] = (idx, source)
+        scored = self.evaluate(model, ctx, fitted, extracted, features)
+        common = self.record_fields(model, extracted)
+        written = []
+        for key, (metrics, extra) in scored.items():
+            setting, seed, classifier = key
+            idx, source = subset_of[key]
+            spec = CLASSIFIERS[classifier]
+            record = {**common, "split_source": source, "feature": features[classifier],
+                      "num_train": int(len(idx)), "preprocessing": spec.preprocessing, **fitted[key].record, **extra}
+            written.append(ctx.write(model, self, setting, seed, classifier, metrics, record))
+        return written
+
+
+class FeatureVectorTask(LowShotTask):
+    """A task whose classifiers read one feature vector per image (classification, multi-label): the training
+    subsets' and the evaluation set's features come from the cache, each classifier prepares them its own way
+    (`ClassifierSpec.prepare`) and is fitted by its registry entry under the task's λ policy. The family supplies
+    `labels` and `score`. `self.data` has `train`, `test`, `dataset` and the protocol's `resize` / `crop`."""
+    lambda_policy = None  # tasks.classifiers.LambdaPolicy
+
+    def labels(self, source, indices) -> tuple[np.ndarray, np.ndarray | None]:
+        """(targets, mask of the entries that count, or None) of `source[indices]`."""
+        raise NotImplementedError
+
+    def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
+        transform = model.transform(self.data.resize, self.data.crop)
+        test = self.data.test
+        return {"rows": rows, "transform": transform, "prepared": {},
+                "train": ctx.features(model, self.train, rows, transform, features),
+                "test": ctx.features(model, test, np.arange(len(test)), transform, features)}
+
+    def fit(self, model, ctx, classifier, setting, seed, rows, extracted, feature) -> Fitted:
+        spec = CLASSIFIERS[classifier]
+        t0 = time.time()
+        x = spec.prepare(np.asarray(extracted["train"][feature][rows]))
+        y, mask = self.labels(self.train, extracted["rows"][rows])
+        estimator, record = spec.fit(x, y, mask=mask, policy=self.lambda_policy, kind=setting.kind,
+                                     requested_lambd=ctx.lambd, device=ctx.device)
+        return Fitted(estimator, record, time.time() - t0)
+
+    def test_features(self, extracted: dict, classifier: str, feature: str):
+        """The evaluation set's features as `classifier` reads them (prepared once per classifier and feature)."""
+        prepared = extracted["prepared"]
+        if (classifier, feature) not in prepared:
+            prepared[(classifier, feature)] = CLASSIFIERS[classifier].prepare(np.asarray(extracted["test"][feature]))
+        return prepared[(classifier, feature)]
+
+    def record_fields(self, model, extracted: dict) -> dict:
+        return {"dataset": self.data.dataset, "num_test": len(self.data.test), "transform": extracted["transform"]}

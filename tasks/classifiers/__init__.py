@@ -1,0 +1,19 @@
+"""Classifiers for frozen features in the low-label regime: small scikit-learn-style estimators without global
+state, and the registry tasks and the CLI read them from.
+
+* `preprocess` -- the per-sample normalisation of MSN's evaluation code (cyanure's ``preprocess(X,
+  centering=True, normalize=True, columns=False)``): subtract each row's own mean, then L2-normalise each row.
+* `LogisticRegression` -- multinomial (or one-vs-rest multi-label) logistic regression with an L2 penalty and no
+  intercept, solved full-batch with L-BFGS in torch (CPU or CUDA) (`logistic.py`, solver core in `solver.py`).
+* `select_lambda`, `choose_lambda`, `LambdaPolicy` -- λ chosen on the labelled set only (`selection.py`).
+* `KNNClassifier` -- DINO's temperature-weighted cosine k-NN, faiss or torch (`knn.py`).
+* `linear_head` -- the linear segmentation head and its training.
+* `CLASSIFIERS` -- name -> `ClassifierSpec` (`registry.py`).
+"""
+from .knn import KNNClassifier
+from .logistic import DEFAULT_LAMBDA, LogisticRegression, preprocess
+from .registry import CLASSIFIERS, ClassifierSpec, get_classifier
+from .selection import LambdaPolicy, choose_lambda, select_lambda
+
+__all__ = ["preprocess", "LogisticRegression", "select_lambda", "choose_lambda", "LambdaPolicy", "KNNClassifier",
+           "DEFAULT_LAMBDA", "CLASSIFIERS", "ClassifierSpec", "get_classifier"]

@@ -1,0 +1,69 @@
+"""The classifiers tasks run, by name: what each reads, how it prepares features, how its hyper-parameters are
+chosen, and its fit. Tasks name their classifiers (`LowShotTask.classifiers`), the CLI's `--classifier` choices
+and the records' classifier ids come from here, so a new classifier is one entry.
+
+`fit(X, y, mask=..., policy=..., kind=..., requested_lambd=..., device=...)` takes prepared training features
+and returns `(estimator, record fields)`; the estimator scores prepared evaluation features (`predict`,
+`predict_proba`). The segmentation head's fit takes token features and masks instead
+(`linear_head.fit_linear_head`, called by the segmentation task).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .knn import KNNClassifier
+from .linear_head import fit_linear_head
+from .logistic import LogisticRegression, preprocess
+from .selection import choose_lambda
+
+KNN_DEFAULTS = {"k": 20, "temperature": 0.07}  # DINO eval_knn.py
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    name: str
+    summary: str
+    feature: Callable  # the model's EvalConfig -> the feature this classifier reads by default
+    preprocessing: str  # what is done to the features before the fit (recorded)
+    hyperparameters: str  # how the hyper-parameters are chosen
+    prepare: Callable  # raw features -> estimator inputs (training and evaluation alike)
+    fit: Callable
+
+
+def _fit_logreg(X, y, mask=None, policy=None, kind="shots", requested_lambd=None, device="cpu"):
+    multilabel = getattr(y, "ndim", 1) == 2
+    lambd, how = choose_lambda(policy, kind, X, y, mask, requested_lambd, multilabel)
+    clf = LogisticRegression(lambd=lambd, multilabel=multilabel, device=device).fit(X, y, mask=mask)
+    return clf, {"hyperparameters": {"lambd": lambd, "lambd_over_n": lambd / len(X)},
+                 "hyperparameters_chosen_by": how, "convergence": clf.convergence_info()}
+
+
+def _fit_knn(X, y, mask=None, policy=None, kind="shots", requested_lambd=None, device="cpu"):
+    knn = KNNClassifier(**KNN_DEFAULTS, device=device).fit(X, y)
+    return knn, {"hyperparameters": dict(KNN_DEFAULTS), "hyperparameters_chosen_by": "DINO eval_knn defaults"}
+
+
+def _identity(X):
+    return X
+
+
+CLASSIFIERS: dict[str, ClassifierSpec] = {c.name: c for c in [
+    ClassifierSpec("logreg", "L2 logistic regression, no intercept, λ/N (cyanure's objective), torch L-BFGS",
+                   lambda config: config.lowshot_feature, "per-sample centring + L2",
+                   "λ: the task's literature value, or 3-fold cross-validation on the labelled subset",
+                   preprocess, _fit_logreg),
+    ClassifierSpec("knn", "DINO's weighted k-NN: cosine, k = 20, T = 0.07, votes exp(sim / T)",
+                   lambda config: config.knn_feature, "L2", "DINO eval_knn.py defaults (k = 20, T = 0.07)",
+                   _identity, _fit_knn),
+    ClassifierSpec("linear", "segmentation head: BatchNorm + 1x1 convolution on patch tokens, AdamW",
+                   lambda config: "patch", "none (BatchNorm in the head)",
+                   "learning rate by held-out mIoU on 20 % of the labelled subset", _identity, fit_linear_head),
+]}
+
+
+def get_classifier(name: str) -> ClassifierSpec:
+    try:
+        return CLASSIFIERS[name]
+    except KeyError:
+        raise KeyError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}") from None
