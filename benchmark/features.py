@@ -3,12 +3,14 @@
 Features are computed once per (checkpoint sha256 + encoder, dataset identity + image list, transform,
 feature name) and stored as `.npy` files (memory-mappable) beside a JSON description of their key. Every
 part of the key is hashed, so features of another checkpoint, transform or image list can never be
-reused. Files are written to a temporary name and renamed when complete: a crash leaves no half-file.
+reused. Files are written to a temporary name and renamed when complete (`model_zoo.files.atomic_path`): a crash
+leaves no half-file.
 Under torchrun (`FeatureCache(sharded=True)`, see `benchmark.distributed`) each rank extracts a contiguous shard
 into its own temporary file and rank 0 merges the shards into the cache file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -21,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from model_zoo.download import cache_dir
-from model_zoo.files import atomic_write_text, digest
+from model_zoo.files import atomic_path, atomic_write_text, digest
 from model_zoo.transforms import TransformSpec
 
 from . import distributed
@@ -126,26 +128,21 @@ class FeatureCache:
             return np.lib.format.open_memmap(paths[name], mode="w+", dtype=dtype, shape=shape)
         return allocate
 
-    def _publish(self, key: str, description: dict, tmp: Path, **extra) -> None:
-        path = self._path(key)
-        atomic_write_text(path.with_suffix(".json"), json.dumps({**description, **extra}, indent=1))
-        os.replace(tmp, path)
+    def _describe(self, key: str, description: dict, **extra) -> None:
+        """The JSON description beside a cache file (written before the array is renamed into place)."""
+        atomic_write_text(self._path(key).with_suffix(".json"), json.dumps({**description, **extra}, indent=1))
 
     def _extract(self, model, source, indices, transform, todo, keys, batch_size, workers, progress) -> None:
-        tmp = {n: self._path(keys[n][0]).with_name(f".{keys[n][0]}.{os.getpid()}.tmp.npy") for n in todo}
         t0 = time.time()
-        try:
+        with contextlib.ExitStack() as arrays:  # each array streams into a temporary file, renamed once complete
+            tmp = {n: arrays.enter_context(atomic_path(self._path(keys[n][0]), ".tmp.npy")) for n in todo}
             feats = extract_features(model, source, indices, transform, todo, batch_size, workers, progress,
                                      self._memmaps(tmp))
-        except BaseException:
-            for path in tmp.values():
-                path.unlink(missing_ok=True)
-            raise
-        seconds = time.time() - t0
-        for n in todo:
-            feats[n].flush()
-            del feats[n]
-            self._publish(*keys[n], tmp[n], seconds=seconds)
+            seconds = time.time() - t0
+            for n in todo:
+                feats[n].flush()
+                del feats[n]
+                self._describe(*keys[n], seconds=seconds)
 
     def _extract_sharded(self, model, source, indices, transform, todo, keys, batch_size, workers, progress) -> None:
         """Rank r extracts `indices[r*n//w:(r+1)*n//w]` into its own temporary file; rank 0 merges them in order.
@@ -189,8 +186,7 @@ class FeatureCache:
     def _merge(self, key: str, description: dict, shards: list[Path], parts: list[slice], seconds: float) -> None:
         """Copy the shard files, in rank order, into one cache file (chunked; temporary name, then renamed)."""
         n = parts[-1].stop
-        tmp = self._path(key).with_name(f".{key}.{os.getpid()}.tmp.npy")
-        try:
+        with atomic_path(self._path(key), ".tmp.npy") as tmp:
             out = None
             for shard, part in zip(shards, parts):
                 if part.stop == part.start:  # fewer images than ranks: this rank had none
@@ -211,7 +207,4 @@ class FeatureCache:
                 raise ValueError("no shard holds any image")
             out.flush()
             del out
-            self._publish(key, description, tmp, seconds=seconds, ranks=len(parts))
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            self._describe(key, description, seconds=seconds, ranks=len(parts))

@@ -74,8 +74,10 @@ def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier
     """Write `<out_stem>.png` and `.pdf` of `task`'s results; returns their paths."""
     fig = draw_task(summary, task, classifier, title)
     out_stem = Path(out_stem)
-    paths = [atomic_write(out_stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp), suffix=f".{ext}")
-             for ext in ("png", "pdf")]
+    # No creation date in the PDF: the same records give the same bytes.
+    metadata = {"png": None, "pdf": {"CreationDate": None}}
+    paths = [atomic_write(out_stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp, metadata=metadata[ext]),
+                          suffix=f".tmp.{ext}") for ext in ("png", "pdf")]
     plt.close(fig)
     return paths
 

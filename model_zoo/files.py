@@ -1,18 +1,20 @@
 """Files written whole or not at all, and digests: the bottom of the import graph (every layer uses these).
 
-`atomic_write(path, write)` has `write(tmp_path)` fill a temporary file in the target directory, then renames it
-over `path`: a crash or an error leaves the old file (or none), never half a file, and concurrent writers never
-share a temporary name. Files get the permissions an ordinary `open(..., "w")` would give (0666 minus the umask),
-not the 0600 of `tempfile.mkstemp`.
+`with atomic_path(path) as tmp:` hands out a fresh temporary file in the target directory and renames it over
+`path` when the block ends without an error (`atomic_write(path, write)` does the same around `write(tmp)`): a
+crash or an error leaves the old file (or none), never half a file, and concurrent writers never share a
+temporary name. Temporary names contain ".tmp". Files get the permissions an ordinary `open(..., "w")` would
+give (0666 minus the umask), not the 0600 of `tempfile.mkstemp`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 
 def _umask() -> int:
@@ -21,21 +23,28 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object], suffix: str = ".tmp") -> Path:
-    """Call `write(tmp)` on a fresh temporary path beside `path`, then rename it to `path`. `suffix` ends the
-    temporary name (some writers, e.g. matplotlib or numpy, pick the format from it)."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """A fresh temporary path beside `path`, renamed to `path` when the block succeeds and removed when it fails.
+    `suffix` ends the temporary name (matplotlib picks the format from it: ".tmp.png")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        write(Path(tmp))
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], suffix: str = ".tmp") -> Path:
+    """Call `write(tmp)` on a fresh temporary path beside `path`, then rename it to `path`."""
+    with atomic_path(path, suffix) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

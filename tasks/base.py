@@ -133,37 +133,38 @@ class LowShotTask:
 
     def run(self, model, ctx) -> list[Path]:
         pending = self.pending(model, ctx)
-        features = {c: ctx.feature_for(model, c) for c in {c for _, _, c in pending}}
-        refused = {c: f for c, f in features.items() if self.features_allowed and f not in self.features_allowed}
+        features = {c: ctx.feature_for(model, c) for _, _, c in pending}
+        refused = {c for c, f in features.items() if self.features_allowed and f not in self.features_allowed}
         if refused:
-            print(f"{self.name}: skipped, feature {sorted(set(refused.values()))} is not one of "
+            print(f"{self.name}: skipped, feature {sorted({features[c] for c in refused})} is not one of "
                   f"{self.features_allowed}")
             pending = [p for p in pending if p[2] not in refused]
         if not pending:
             return []
         split_dir = Path(ctx.results) / "splits" / self.name
-        subsets = {(s.name, seed): self.labelled_subset(s, seed, split_dir) for s, seed, _ in pending}
+        subsets = {}
+        for setting, seed, _ in pending:
+            if (setting.name, seed) not in subsets:
+                subsets[(setting.name, seed)] = self.labelled_subset(setting, seed, split_dir)
         rows = self.feature_rows(subsets)
-        extracted = self.extract(model, ctx, rows, sorted(set(features.values())))
+        extracted = self.extract(model, ctx, rows, sorted({features[c] for _, _, c in pending}))
         if ctx.extract_only:
             return []
         position = {int(i): j for j, i in enumerate(rows)}
-        fitted, subset_of = {}, {}
+        fitted = {}
         for setting, seed, classifier in pending:
-            idx, source = subsets[(setting.name, seed)]
-            key = (setting.name, seed, classifier)
-            fitted[key] = self.fit(model, ctx, classifier, setting, seed, np.array([position[int(i)] for i in idx]),
-                                   extracted, features[classifier])
-            subset_of[key] = (idx, source)
+            idx, _ = subsets[(setting.name, seed)]
+            fitted[(setting.name, seed, classifier)] = self.fit(
+                model, ctx, classifier, setting, seed, np.array([position[int(i)] for i in idx]), extracted,
+                features[classifier])
         scored = self.evaluate(model, ctx, fitted, extracted, features)
         common = self.record_fields(model, extracted)
         written = []
-        for key, (metrics, extra) in scored.items():
-            setting, seed, classifier = key
-            idx, source = subset_of[key]
-            spec = CLASSIFIERS[classifier]
-            record = {**common, "split_source": source, "feature": features[classifier],
-                      "num_train": int(len(idx)), "preprocessing": spec.preprocessing, **fitted[key].record, **extra}
+        for (setting, seed, classifier), (metrics, extra) in scored.items():
+            idx, source = subsets[(setting, seed)]
+            record = {**common, "split_source": source, "feature": features[classifier], "num_train": int(len(idx)),
+                      "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[(setting, seed, classifier)].record,
+                      **extra}
             written.append(ctx.write(model, self, setting, seed, classifier, metrics, record))
         return written
 

@@ -12,10 +12,10 @@ dataset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from .base import LowShotTask, Setting
+from .datasets import find_dataset_folder
 from .classification import LowShotClassification, embedded_data as embedded_classification, imagenet_data
 from .multilabel import LowShotMultiLabel, coco_data, embedded_data as embedded_multilabel, voc07_data
 from .segmentation import (EmbeddedSegmentation, LowShotSegmentation, ade20k_data, embedded_data as embedded_seg,
@@ -56,39 +56,24 @@ class TaskEntry:
         return self.protocol(self.name, self.data(opts, settings), settings=settings, **(self.options or {}))
 
 
-def locate(root: str | None, marker: str, subfolder: str) -> Path:
-    """`root` if it holds `marker`, else `root/subfolder` if that does; FileNotFoundError otherwise."""
-    if not root:
-        raise FileNotFoundError("this task needs --data-root")
-    for candidate in (Path(root).expanduser(), Path(root).expanduser() / subfolder):
-        if (candidate / marker).exists():
-            return candidate
-    raise FileNotFoundError(f"no {marker} under {root} or {Path(root) / subfolder}")
-
-
-def _root(opts: TaskOptions) -> str:
-    if not opts.data_root:
-        raise FileNotFoundError("this task needs --data-root")
-    return opts.data_root
-
-
 TASKS: dict[str, TaskEntry] = {t.name: t for t in [
     TaskEntry("imagenet-lowshot", LowShotClassification, False,
-              lambda o, s: imagenet_data(locate(o.data_root, "train", "imagenet"), s, o.splits, o.custom_splits),
+              lambda o, s: imagenet_data(find_dataset_folder(o.data_root, "imagenet", ["", "imagenet"], ("train",)), s,
+                                         o.splits, o.custom_splits),
               "ImageNet-1K, 1/2/5 img per class x 3 official seeds + 1 %, top-1 on val"),
-    TaskEntry("voc07-multilabel", LowShotMultiLabel, False, lambda o, s: voc07_data(_root(o)),
+    TaskEntry("voc07-multilabel", LowShotMultiLabel, False, lambda o, s: voc07_data(o.data_root),
               "Pascal VOC 2007, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on test"),
     TaskEntry("coco-multilabel", LowShotMultiLabel, False,
-              lambda o, s: coco_data(locate(o.data_root, "annotations", "coco")),
+              lambda o, s: coco_data(find_dataset_folder(o.data_root, "coco", ["", "coco"], ("annotations",))),
               "MS-COCO 2014, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on val2014"),
     TaskEntry("embedded-lowshot", LowShotClassification, True, lambda o, s: embedded_classification(s),
               "embedded synthetic scenes, 1/2/5 img per class x 3 seeds + 1 %, top-1"),
     TaskEntry("embedded-multilabel", LowShotMultiLabel, True,
               lambda o, s: embedded_multilabel(train_pool=EMBEDDED_SCENE_POOL),
               "embedded multi-object scenes, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP"),
-    TaskEntry("ade20k-seg", LowShotSegmentation, False, lambda o, s: ade20k_data(_root(o)),
+    TaskEntry("ade20k-seg", LowShotSegmentation, False, lambda o, s: ade20k_data(o.data_root),
               "ADE20K, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU on validation"),
-    TaskEntry("voc12-seg", LowShotSegmentation, False, lambda o, s: voc12_data(_root(o)),
+    TaskEntry("voc12-seg", LowShotSegmentation, False, lambda o, s: voc12_data(o.data_root),
               "Pascal VOC 2012 (train_aug when present), 1 %, 5 %, 10 % x 3 seeds + full, linear head, mIoU on val"),
     TaskEntry("embedded-seg", EmbeddedSegmentation, True, lambda o, s: embedded_seg(),
               "embedded scenes, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU",

@@ -177,7 +177,7 @@ class LowShotSegmentation(LowShotTask):
 
         if not path.exists():
             atomic_write_text(path.with_suffix(".json"), json.dumps(description, indent=1))
-            atomic_write(path, write, suffix=".npy")
+            atomic_write(path, write, suffix=".tmp.npy")
         return np.load(path, mmap_mode="r")
 
     # ----------------------------------------------------------------------- the family's part of the run
@@ -262,7 +262,7 @@ def ade20k_data(root) -> SegmentationData:
 def voc12_data(root) -> SegmentationData:
     """VOC 2012 train (or the SBD-augmented train_aug when its list and masks are present) -> val."""
     from .datasets.voc import VOC2012Segmentation, resolve_voc_dir
-    voc = Path(resolve_voc_dir(str(root), "2012"))
+    voc = Path(resolve_voc_dir(root, "2012"))
     aug = (voc / "ImageSets" / "Segmentation" / "train_aug.txt").is_file() and (voc / "SegmentationClassAug").is_dir()
     train, test = VOC2012Segmentation(root, "train", use_sbd_aug=aug), VOC2012Segmentation(root, "val")
     return SegmentationData("voc2012-trainaug" if aug else "voc2012", train, test, train.num_classes)

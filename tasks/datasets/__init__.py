@@ -46,6 +46,24 @@ def read_name_list(path, parse=None) -> list[str]:
     return names
 
 
+def find_dataset_folder(root, name: str, candidates, markers, hint: str = "") -> str:
+    """The real path of the first `root/<candidate>` ("" = `root` itself) holding every one of `markers`; a
+    FileNotFoundError naming `name`, the folders tried and what they lack otherwise."""
+    import os
+
+    if not root:
+        raise FileNotFoundError("this task needs --data-root")
+    root_abs = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(root_abs):
+        raise FileNotFoundError(f"{name} root {root_abs} does not exist or is not a directory")
+    tried = [os.path.join(root_abs, c) if c else root_abs for c in candidates]
+    for folder in tried:
+        if all(os.path.exists(os.path.join(folder, m)) for m in markers):
+            return os.path.realpath(folder)
+    raise FileNotFoundError(f"could not find {name} under {root_abs}: expected "
+                            f"{' and '.join(m + '/' for m in markers)} in one of {', '.join(tried)}" + hint)
+
+
 def load_rgb(path):
     """An image file as RGB; a missing or unreadable file is an error naming it."""
     from PIL import Image

@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 from PIL import Image
-from . import IGNORE_INDEX, NamedImages, load_rgb, read_label_png
+from . import IGNORE_INDEX, NamedImages, find_dataset_folder, load_rgb, read_label_png
 
 __all__ = ["ADE20K_CLASSES", "ADE20KSegmentation", "reduce_zero_label"]
 
@@ -59,20 +59,6 @@ def reduce_zero_label(raw: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _resolve_ade_dir(root: str) -> str:
-    root_abs = os.path.abspath(os.path.expanduser(str(root)))
-    if not os.path.isdir(root_abs):
-        raise FileNotFoundError(f"ADE20K root {root_abs} does not exist or is not a directory")
-    candidates = [os.path.join(root_abs, "ADEChallengeData2016"), root_abs]
-    for cand in candidates:
-        if os.path.isdir(os.path.join(cand, "images")) and os.path.isdir(os.path.join(cand, "annotations")):
-            return os.path.realpath(cand)
-    raise FileNotFoundError(
-        f"could not find ADEChallengeData2016 under {root_abs}: expected images/ and annotations/ in "
-        + " or ".join(candidates)
-    )
-
-
 class ADE20KSegmentation(NamedImages):
     """ADE20K semantic segmentation; ``split="training"`` (20,210) or ``"validation"`` (2,000).
 
@@ -87,7 +73,8 @@ class ADE20KSegmentation(NamedImages):
         if split not in ("training", "validation"):
             raise ValueError(f"ADE20KSegmentation: split must be 'training' or 'validation', got {split!r}")
         self.split = split
-        self.ade_dir = _resolve_ade_dir(root)
+        self.ade_dir = find_dataset_folder(root, "ADEChallengeData2016", ["ADEChallengeData2016", ""],
+                                           ("images", "annotations"))
         self.image_dir = os.path.join(self.ade_dir, "images", split)
         self.mask_dir = os.path.join(self.ade_dir, "annotations", split)
         for d in (self.image_dir, self.mask_dir):

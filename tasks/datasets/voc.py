@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image
-from . import IGNORE_INDEX, NamedImages, load_rgb, read_label_png, read_name_list
+from . import IGNORE_INDEX, NamedImages, find_dataset_folder, load_rgb, read_label_png, read_name_list
 
 __all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "VOC2007MultiLabel", "VOC2012Segmentation", "resolve_voc_dir"]
 
@@ -44,21 +44,12 @@ VOC_SEG_CLASSES = ("background",) + VOC_CLASSES
 def resolve_voc_dir(root: str, year: str) -> str:
     """Return the real path of ``VOC<year>`` given ``root`` (see the module docstring)."""
     name = f"VOC{year}"
-    root_abs = os.path.abspath(os.path.expanduser(str(root)))
-    if not os.path.isdir(root_abs):
-        raise FileNotFoundError(f"VOC root {root_abs} does not exist or is not a directory")
-    candidates = [os.path.join(root_abs, "VOCdevkit", name), os.path.join(root_abs, name)]
-    base = os.path.basename(os.path.normpath(root_abs))
+    candidates = [os.path.join("VOCdevkit", name), name]
+    base = os.path.basename(os.path.normpath(os.path.abspath(os.path.expanduser(str(root or "")))))
     if not (re.fullmatch(r"VOC\d{4}", base) and base != name):  # never accept another year's folder
-        candidates.append(root_abs)
-    for cand in candidates:
-        if os.path.isdir(os.path.join(cand, "JPEGImages")) and os.path.isdir(os.path.join(cand, "ImageSets")):
-            return os.path.realpath(cand)
-    raise FileNotFoundError(
-        f"could not find {name} under {root_abs}: expected a folder with JPEGImages/ and ImageSets/ at one of "
-        + ", ".join(candidates)
-        + f" (pass the folder containing VOCdevkit, VOCdevkit itself, or {name} itself)"
-    )
+        candidates.append("")
+    return find_dataset_folder(root, name, candidates, ("JPEGImages", "ImageSets"),
+                               f" (pass the folder containing VOCdevkit, VOCdevkit itself, or {name} itself)")
 
 
 def _image_name(line: str) -> str:
