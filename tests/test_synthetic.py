@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tasks.datasets import synthetic
+from tasks.datasets import synthetic_render as render
 from tasks.datasets.synthetic import SyntheticScenes, render_scene, write_lowshot_splits
 
 TASKS = ("classification", "multilabel", "segmentation")
@@ -96,7 +97,7 @@ def test_classification_names_encode_targets():
 
 def test_golden_digest():
     """Content is pinned: changing the generator must bump VERSION (it is in `identity`)."""
-    if synthetic._bank()[2] != synthetic._TEX_CRC:
+    if render._bank()[2] != render._TEX_CRC:
         pytest.skip("scikit-image's bundled textures are missing or differ")
     got = {t: _digest(*(a for i in (0, 1, 777) for a in render_scene(t, "train", i)[:2]))
            for t in TASKS}
@@ -147,7 +148,7 @@ def _object_sdf_px(o, size):
     dx = (np.arange(size, dtype=np.float32) + np.float32(0.5 - cx))[None, :]
     dy = (np.arange(size, dtype=np.float32) + np.float32(0.5 - cy))[:, None]
     u, v = (c * dx + s * dy) / r, (c * dy - s * dx) * (m / r)
-    return np.maximum(synthetic._SHAPE_FNS[o[0]](u, v), np.sqrt(u * u + v * v) - 1) * r
+    return np.maximum(render._SHAPE_FNS[o[0]](u, v), np.sqrt(u * u + v * v) - 1) * r
 
 
 def test_segmentation_masks_match_visible_objects():
@@ -162,11 +163,11 @@ def test_segmentation_masks_match_visible_objects():
         assert (mask == 255).mean() < 0.25             # a thin band, not whole objects
         counts.update(labels)
         # occlusion: the top object is fully visible; earlier ones lose what it covers
-        objs = synthetic._layout(synthetic._rng("segmentation", "test", i), 64)
+        objs = render._layout(render._rng("segmentation", "test", i), 64)
         assert [o[0] for o in objs] == labels
         top = _object_sdf_px(objs[-1], 64)
-        assert (mask[top <= -synthetic.EDGE_PX] == objs[-1][0] + 1).all()
-        assert (mask[np.abs(top) < synthetic.EDGE_PX] == 255).all()
+        assert (mask[top <= -render.EDGE_PX] == objs[-1][0] + 1).all()
+        assert (mask[np.abs(top) < render.EDGE_PX] == 255).all()
         overlaps += any(((_object_sdf_px(o, 64) < 0) & (top < 0)).any() for o in objs[:-1])
         # multilabel targets follow the same rule (its own scenes, from its own layouts)
         _, none, ml_labels = render_scene("multilabel", "test", i)
@@ -180,12 +181,12 @@ def test_layouts_keep_every_object_visible():
     """The layout guarantee behind mask == targets, on many layouts (no rendering needed):
     painting objects in order, each keeps at least one fully covered pixel."""
     for i in range(600):
-        objs = synthetic._layout(synthetic._rng("multilabel", "train", i), 64)
+        objs = render._layout(render._rng("multilabel", "train", i), 64)
         owner = np.full((64, 64), -1)
         for k, o in enumerate(objs):
             d = _object_sdf_px(o, 64)
-            owner[d < synthetic.EDGE_PX] = -1          # band and everything covered
-            owner[d <= -synthetic.EDGE_PX] = k
+            owner[d < render.EDGE_PX] = -1          # band and everything covered
+            owner[d <= -render.EDGE_PX] = k
         assert set(np.unique(owner[owner >= 0]).tolist()) == set(range(len(objs))), i
 
 

@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 import torch
 
-from tasks.classifiers import LogisticRegression, preprocess
+from tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
 
 
 def make_features(n: int, dim: int, classes: int, n_test: int, noise: float, seed: int = 0):
@@ -112,7 +112,7 @@ def main(argv=None) -> dict:
     p.add_argument("--n-test", type=int, default=10000, help="held-out samples")
     p.add_argument("--noise", type=float, default=None,
                    help="noise / class-mean scale (default 3.5, --small: 3.0; ~60-65 %% held-out)")
-    p.add_argument("--lambd", type=float, default=0.0025, help="λ; the penalty is (λ/N)/2 ||W||²")
+    p.add_argument("--lambd", type=float, default=DEFAULT_LAMBDA, help="λ; the penalty is (λ/N)/2 ||W||²")
     p.add_argument("--tol", type=float, default=None, help="our tol (default: the estimator's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--small", action="store_true", help="2000 x 128, 100 classes, 2000 held out")

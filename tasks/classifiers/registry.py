@@ -17,8 +17,6 @@ from .linear_head import fit_linear_head
 from .logistic import LogisticRegression, preprocess
 from .selection import choose_lambda
 
-KNN_DEFAULTS = {"k": 20, "temperature": 0.07}  # DINO eval_knn.py
-
 
 @dataclass(frozen=True)
 class ClassifierSpec:
@@ -40,8 +38,9 @@ def _fit_logreg(X, y, mask=None, policy=None, kind="shots", requested_lambd=None
 
 
 def _fit_knn(X, y, mask=None, policy=None, kind="shots", requested_lambd=None, device="cpu"):
-    knn = KNNClassifier(**KNN_DEFAULTS, device=device).fit(X, y)
-    return knn, {"hyperparameters": dict(KNN_DEFAULTS), "hyperparameters_chosen_by": "DINO eval_knn defaults"}
+    knn = KNNClassifier(device=device).fit(X, y)  # its defaults are DINO eval_knn.py's
+    return knn, {"hyperparameters": {"k": knn.k, "temperature": knn.temperature},
+                 "hyperparameters_chosen_by": "DINO eval_knn defaults"}
 
 
 def _identity(X):
