@@ -33,7 +33,12 @@ figure1: $(STAMP)
 	$(BIN)/lowshot plot figure1 $(RESULTS)
 
 # Regenerate the committed embedded-default results (records, leaderboard, figures) in results/embedded.
+# Records of a results directory (<results>/<model>/<task>/*.json; the saved split files stay): deleted before a
+# regeneration, so that no record of an older configuration is left beside the new ones.
+clear_records = find $(1) -mindepth 3 -maxdepth 3 -name '*.json' -not -path '*/splits/*' -delete
+
 results: $(STAMP)
+	$(call clear_records,$(EMBEDDED_RESULTS))
 	$(BIN)/lowshot bench --model all --model random-tiny --results $(EMBEDDED_RESULTS) --overwrite
 	$(BIN)/lowshot leaderboard $(EMBEDDED_RESULTS)
 	$(BIN)/lowshot plot families $(EMBEDDED_RESULTS)
@@ -48,6 +53,7 @@ pretrain-tiny: $(STAMP)
 ABLATION_RESULTS := results/ablation-collapse
 ablation-collapse: $(STAMP)
 	$(BIN)/python -m benchmark.tiny_models --ablation centering memax sinkhorn --out build/ablation-collapse
+	$(call clear_records,$(ABLATION_RESULTS))
 	$(BIN)/lowshot bench --quiet --results $(ABLATION_RESULTS) --overwrite --model maskcluster-tiny --model random-tiny \
 		$(foreach v,centering memax sinkhorn,--model build/ablation-collapse/maskcluster-tiny-$(v).safetensors)
 	$(BIN)/lowshot leaderboard $(ABLATION_RESULTS)

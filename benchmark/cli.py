@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from model_zoo.errors import BadInputError, LowshotError, MissingFileError, one_line
+
 # `make bench MODEL=<method>`: the method's model on the embedded data, or its ViT-S/16 release on real data.
 METHOD_ALIASES = {
     "dino": ("dino-tiny", "dino-vits16"),
@@ -24,8 +26,8 @@ def resolve_models(names: list[str], embedded: bool) -> list[str]:
         elif name in METHOD_ALIASES:
             tiny, real = METHOD_ALIASES[name]
             if not embedded and real is None:
-                raise SystemExit(f"no public {name} checkpoint exists: pass --model /path/to/checkpoint "
-                                 "(e.g. one written by `lowshot pretrain`)")
+                raise BadInputError(f"no public {name} checkpoint exists: pass --model /path/to/checkpoint "
+                                    "(e.g. one written by `lowshot pretrain`)")
             out.append(tiny if embedded else real)
         else:
             out.append(name)
@@ -52,11 +54,9 @@ def cmd_bench(args) -> int:
     if not distributed.launched_by_torchrun():
         return _bench(args)
     if not args.extract_only:
-        raise SystemExit("lowshot bench under torchrun only extracts features: add --extract-only, then run "
-                         "`lowshot bench` again with the same options, without torchrun and --extract-only, to fit "
-                         "the classifiers and write the records from the cached features")
-    if args.device.startswith("cuda"):
-        _check_cuda(args.device)
+        raise BadInputError("lowshot bench under torchrun only extracts features: add --extract-only, then run "
+                            "`lowshot bench` again with the same options, without torchrun and --extract-only, to "
+                            "fit the classifiers and write the records from the cached features")
     args.device = distributed.init(args.device)
     try:
         return _bench(args)
@@ -64,11 +64,60 @@ def cmd_bench(args) -> int:
         distributed.shutdown()
 
 
-def _check_cuda(device: str) -> None:
+def _device(value: str) -> str:
+    """--device: a torch device that exists on this machine."""
     import torch
 
-    if not torch.cuda.is_available():
-        raise SystemExit(f"--device {device} was asked for, but CUDA is not available on this machine")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{value}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise argparse.ArgumentTypeError(f"{value}: only cpu and cuda devices are supported")
+    return value
+
+
+def _at_least(minimum: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return number
+    return parse
+
+
+def _lambd(value: str) -> float | str:
+    """--lambd: 'cv' or a non-negative number."""
+    if value == "cv":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor 'cv'") from None
+    if not number >= 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value}: λ must be a finite number >= 0")
+    return number
+
+
+def _check_settings(asked: list[str] | None, task_names: list[str]) -> None:
+    """Every --setting must be a setting of at least one task of the run (else nothing would run)."""
+    from tasks.registry import get_task
+
+    if not asked:
+        return
+    declared = {t: [s.name for s in get_task(t).declared_settings] for t in task_names}
+    unknown = sorted(set(asked) - {s for names in declared.values() for s in names})
+    if unknown:
+        raise BadInputError(f"--setting {' '.join(unknown)}: not a setting of "
+                            + "; ".join(f"{t} ({', '.join(names)})" for t, names in declared.items()))
 
 
 def _bench(args) -> int:
@@ -82,37 +131,34 @@ def _bench(args) -> int:
     from .runner import RunContext
 
     embedded = args.data_root is None
-    if args.device == "cuda":
-        _check_cuda(args.device)
-    lambd = args.lambd if args.lambd in (None, "cv") else float(args.lambd)
     rank, sharded = distributed.rank(), distributed.active()
     cache = FeatureCache(args.cache, sharded=sharded)
     if sharded:
         distributed.check_shared_directory(cache.root)
-    ctx = RunContext(Path(args.results), cache, overwrite=args.overwrite, lambd=lambd,
+    ctx = RunContext(Path(args.results), cache, overwrite=args.overwrite, lambd=args.lambd,
                      classifiers=tuple(args.classifier) if args.classifier else None,
                      settings=tuple(args.setting) if args.setting else None, feature=args.feature,
                      device=args.device, batch_size=args.batch_size, workers=args.workers,
                      progress=not args.quiet and rank == 0, extract_only=args.extract_only)
     t0 = time.time()
     opts = TaskOptions(args.data_root, args.splits, args.custom_splits)
+    names = args.task or (embedded_tasks() if embedded else real_tasks())
+    _check_settings(args.setting, names)  # the declarations need no data: before anything is read
     built = []  # datasets are read and checked before any model runs
-    for name in args.task or (embedded_tasks() if embedded else real_tasks()):
+    for name in names:
         entry = get_task(name)
         try:
             built.append((entry, entry.build(opts)))
         except FileNotFoundError as e:
             if args.task:  # asked for by name: its data must be there
-                raise SystemExit(f"{name}: {e}") from None
-            print(f"skipping {name}: {e}")
+                raise MissingFileError(f"{name}: {one_line(e)}") from None
+            print(f"skipping {name}: {one_line(e)}")
     if not built:
-        raise SystemExit(f"no task to run: no dataset found under {args.data_root}")
-    tasks = [entry.name for entry, _ in built]
-    written, loaded = [], []
+        raise MissingFileError(f"no task to run: no dataset found under {args.data_root}")
+    written = []
     for name in resolve_models(args.model, embedded):
         model = load_model(name, method=args.method, num_heads=args.num_heads, layout=args.layout,
                            weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint)
-        loaded.append(model.info.name)
         for entry, task in built:
             if rank == 0:
                 print(f"== {model.info.name} on {entry.name}", flush=True)
@@ -124,11 +170,12 @@ def _bench(args) -> int:
                   f"{ctx.cache.misses} computed, {time.time() - t0:.1f}s; no record written (--extract-only): run "
                   "`lowshot bench` again without --extract-only to fit the classifiers")
         return 0
+    repaired = f", {ctx.cache.store.repaired} damaged file(s) recomputed" if ctx.cache.store.repaired else ""
     print(f"\n{len(written)} record(s) written to {args.results}, feature cache: {ctx.cache.hits} hit(s), "
-          f"{ctx.cache.misses} computed, {time.time() - t0:.1f}s")
+          f"{ctx.cache.misses} computed{repaired}, {time.time() - t0:.1f}s")
     frame, summary = load_summary(args.results)  # every record, read once, for the tables and the figures
     paths = write_tables(frame, summary, args.results)
-    this_run = summary[(summary["source"] == "ours") & summary["model"].isin(loaded) & summary["task"].isin(tasks)]
+    this_run = summary[summary["config_digest"].isin(ctx.configs)]  # this run's configurations, no other
     print(format_table(this_run))
     print(f"\nleaderboard: {paths['leaderboard']} and {paths['markdown']}")
     for p in family_plots(summary, args.results):
@@ -136,9 +183,16 @@ def _bench(args) -> int:
     return 0
 
 
+def _existing_results(path: str) -> str:
+    if not Path(path).is_dir():
+        raise MissingFileError(f"results directory {path} does not exist (run `lowshot bench --results {path}` first)")
+    return path
+
+
 def cmd_leaderboard(args) -> int:
     from .leaderboard import load_summary, write_tables
 
+    _existing_results(args.results)
     paths = write_tables(*load_summary(args.results), args.out or args.results, family=args.family,
                          sort_by=args.sort)
     print((Path(paths["markdown"])).read_text())
@@ -151,6 +205,7 @@ def cmd_plot(args) -> int:
     from .leaderboard import load_summary
     from .plots import family_plots, figure1
 
+    _existing_results(args.results)
     _, summary = load_summary(args.results)
     out = args.out or args.results
     paths = figure1(summary, out, args.task) if args.figure == "figure1" else family_plots(summary, out)
@@ -172,17 +227,23 @@ def cmd_pretrain(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model_zoo import FEATURES, METHODS
+    from model_zoo.formats import LAYOUTS
     from tasks.classifiers import CLASSIFIERS
+    from tasks.registry import TASKS
 
     parser = argparse.ArgumentParser(prog="lowshot", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error (default: one line)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("models", help="list the model zoo").set_defaults(func=cmd_models)
+    sub.add_parser("models", help="list the model zoo", parents=[common]).set_defaults(func=cmd_models)
 
-    b = sub.add_parser("bench", help="run low-shot tasks for models and write result records")
+    b = sub.add_parser("bench", help="run low-shot tasks for models and write result records", parents=[common])
     b.add_argument("--model", action="append", required=True,
                    help="registry name, checkpoint path, a method (dino|ibot|mae|msn|maskcluster) or 'all'; repeatable")
-    b.add_argument("--task", action="append", help="task name (repeatable); default: all embedded tasks, or all "
-                   "real tasks when --data-root is given")
+    b.add_argument("--task", action="append", choices=list(TASKS), metavar="TASK",
+                   help=f"task name (repeatable; {', '.join(TASKS)}); default: all embedded tasks, or all real tasks "
+                   "when --data-root is given")
     b.add_argument("--data-root", help="root of the real dataset; without it the embedded dataset is used")
     b.add_argument("--splits", help="local directory of split files (default: download and verify)")
     b.add_argument("--custom-splits", action="store_true",
@@ -193,25 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--classifier", nargs="+", choices=list(CLASSIFIERS),
                    help="run only these classifiers (default: every classifier of each task)")
     b.add_argument("--setting", nargs="+", help="run only these settings (e.g. 5img 1percent; default: all)")
-    b.add_argument("--lambd", help="logistic-regression λ, or 'cv' to choose it on the labelled subset "
+    b.add_argument("--lambd", type=_lambd, help="logistic-regression λ, or 'cv' to choose it on the labelled subset "
                    "(default: literature values)")
-    b.add_argument("--feature", help="feature to evaluate (default: the model's own low-shot feature)")
-    b.add_argument("--method", help="evaluation rules for a checkpoint file (dino|ibot|mae|msn|maskcluster)")
-    b.add_argument("--num-heads", type=int, help="attention heads of a checkpoint file (not inferable)")
-    b.add_argument("--layout", help="force the checkpoint layout instead of detecting it")
+    b.add_argument("--feature", choices=FEATURES,
+                   help="feature every classifier reads (default: each classifier's own feature of the model)")
+    b.add_argument("--method", choices=sorted(METHODS), help="evaluation rules for a checkpoint file")
+    b.add_argument("--num-heads", type=_at_least(1), help="attention heads of a checkpoint file (not inferable)")
+    b.add_argument("--layout", choices=sorted(LAYOUTS), help="force the checkpoint layout instead of detecting it")
     b.add_argument("--weights", default="teacher", choices=["teacher", "student"])
     b.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary pickled objects (unsafe)")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N (default: cpu)")
     b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction (CUDA only)")
-    b.add_argument("--batch-size", type=int, default=64)
-    b.add_argument("--workers", type=int, help="DataLoader workers (default: from the machine)")
+    b.add_argument("--batch-size", type=_at_least(1), default=64, help="images per extraction batch (default 64)")
+    b.add_argument("--workers", type=_at_least(0), help="DataLoader workers (default: from the machine)")
     b.add_argument("--extract-only", action="store_true",
                    help="only compute and cache the features the missing records need (no fitting, no record); "
                    "required under torchrun, which shards the extraction over its processes")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(func=cmd_bench)
 
-    lb = sub.add_parser("leaderboard", help="flatten result records into CSV and Markdown tables")
+    lb = sub.add_parser("leaderboard", help="flatten result records into CSV and Markdown tables", parents=[common])
     lb.add_argument("results", nargs="?", default="results/runs")
     lb.add_argument("--out", help="output directory (default: the results directory)")
     lb.add_argument("--family", choices=["classification", "multilabel", "segmentation"])
@@ -220,10 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from model_zoo.pretrain.cli import add_pretrain_arguments
 
-    pt = sub.add_parser("pretrain", help="pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)")
+    pt = sub.add_parser("pretrain", help="pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
+                        parents=[common])
     add_pretrain_arguments(pt).set_defaults(func=cmd_pretrain)
 
-    pl = sub.add_parser("plot", help="figures from the records: figure1, or every family")
+    pl = sub.add_parser("plot", help="figures from the records: figure1, or every family", parents=[common])
     pl.add_argument("figure", choices=["figure1", "families"])
     pl.add_argument("results", nargs="?", default="results/runs")
     pl.add_argument("--out", help="output directory (default: the results directory)")
@@ -232,9 +295,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """The suite's own warnings as one line each (`lowshot: warning: ...`), without the source line."""
+    import warnings
+
+    from model_zoo.errors import LowshotWarning
+
+    default = warnings.formatwarning
+
+    def format(message, category, filename, lineno, line=None):
+        if issubclass(category, LowshotWarning):
+            return f"lowshot: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a verb. An error in what the user gave is one line on stderr and exit code 2 (`--debug`: the
+    traceback); finished records are kept on any error or interruption."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    _one_line_warnings()
+    try:
+        return args.func(args)
+    except LowshotError as e:
+        if args.debug:
+            raise
+        print(f"lowshot {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lowshot {args.command}: interrupted; finished records are kept and a rerun continues from them",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from model_zoo.errors import BadInputError, LowshotError
 
-class ShardError(RuntimeError):
+
+class ShardError(LowshotError):
     """Some rank failed during sharded extraction; raised on every rank."""
 
 
@@ -29,10 +31,10 @@ def init(device: str) -> str:
     """Join the process group torchrun describes (nccl on CUDA, else gloo); returns this rank's device."""
     if device.startswith("cuda"):
         if device != "cuda":
-            raise SystemExit(f"--device {device}: under torchrun pass --device cuda (rank r uses cuda:LOCAL_RANK)")
+            raise BadInputError(f"--device {device}: under torchrun pass --device cuda (rank r uses cuda:LOCAL_RANK)")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
-            raise SystemExit(f"LOCAL_RANK {local}, but only {torch.cuda.device_count()} CUDA device(s) are visible: "
+            raise BadInputError(f"LOCAL_RANK {local}, but only {torch.cuda.device_count()} CUDA device(s) are visible: "
                              "use --nproc_per_node <= the number of GPUs")
         torch.cuda.set_device(local)
         device = f"cuda:{local}"

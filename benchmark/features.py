@@ -11,7 +11,6 @@ into its own temporary file and rank 0 merges the shards into the cache file.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 import uuid
@@ -23,10 +22,12 @@ import torch
 from tqdm import tqdm
 
 from model_zoo.download import cache_dir
-from model_zoo.files import atomic_path, atomic_write_text, digest
+from model_zoo.errors import NonFiniteError
+from model_zoo.files import digest, temporary_prefix
 from model_zoo.transforms import TransformSpec
 
 from . import distributed
+from .array_store import ArrayStore
 
 # Patch-token features are large (N x D per image): stored in float16, the rest in float32.
 HALF_FEATURES = {"patch", "patch_last4"}
@@ -42,6 +43,15 @@ class _Images(torch.utils.data.Dataset):
 
     def __getitem__(self, j):
         return self.transform(self.source.load_image(int(self.indices[j])))
+
+
+def model_identity(model) -> dict:
+    """Everything about a loaded model that decides its features: weights, how they were read, its rules."""
+    info = model.info
+    return {"checkpoint_sha256": info.sha256, "layout": info.layout, "weights": info.weights, "method": info.method,
+            "architecture": {**asdict(info.arch), "num_heads": info.num_heads},
+            "eval_config": asdict(model.eval_config),
+            "precision": "bf16" if model.bf16 and model.device.type == "cuda" else "fp32"}
 
 
 def default_workers() -> int:
@@ -70,7 +80,7 @@ def extract_features(model, source, indices, transform: TransformSpec, names: li
             bad = ~np.isfinite(f.reshape(len(f), -1)).all(1)
             if bad.any():
                 first = source.names[int(indices[start + int(np.flatnonzero(bad)[0])])]
-                raise FloatingPointError(f"{model.info.name}: feature {name!r} is NaN/inf for {int(bad.sum())} "
+                raise NonFiniteError(f"{model.info.name}: feature {name!r} is NaN/inf for {int(bad.sum())} "
                                          f"image(s) of {source.identity}, e.g. {first}; nothing was cached")
             if name not in out:
                 out[name] = allocate(name, (len(indices),) + f.shape[1:], np.float16 if name in HALF_FEATURES else np.float32)
@@ -80,69 +90,73 @@ def extract_features(model, source, indices, transform: TransformSpec, names: li
 
 
 class FeatureCache:
-    """Directory of cached features: `<root>/<key[:2]>/<key>.npy` + `<key>.json`."""
+    """Cached features: one verified entry of an `ArrayStore` per (model, images, transform, feature)."""
 
     def __init__(self, root: str | Path | None = None, sharded: bool = False):
         self.root = Path(root) if root else cache_dir() / "features"
+        self.store = ArrayStore(self.root)
         # sharded: under an initialised torch.distributed group, every rank calls get() alike (benchmark.distributed)
         self.sharded = sharded
         self.hits = 0
         self.misses = 0
 
     def key(self, model, source, indices, transform: TransformSpec, name: str) -> tuple[str, dict]:
-        info = model.info
-        description = {
-            "checkpoint_sha256": info.sha256, "weights": info.weights, "layout": info.layout,
-            "eval_config": asdict(model.eval_config), "num_heads": info.num_heads,
-            "dataset": source.identity, "images": digest([source.names[i] for i in indices]),
-            "num_images": len(indices), "transform": asdict(transform), "feature": name,
-            "precision": "bf16" if model.bf16 and model.device.type == "cuda" else "fp32",
-        }
+        description = {"model": model_identity(model), "dataset": source.identity,
+                       "images": source.fingerprint(indices), "num_images": len(indices),
+                       "transform": asdict(transform), "feature": name}
         return digest(description), description
 
     def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npy"
+        return self.store.path(key)
+
+    def array(self, description: dict, shape: tuple, dtype, fill) -> np.ndarray:
+        """Any other array kept beside the features (e.g. segmentation masks): see `ArrayStore.array`."""
+        return self.store.array(description, shape, dtype, fill)
 
     def get(self, model, source, indices, transform: TransformSpec, names: list[str], batch_size: int = 64,
             workers: int | None = None, progress: bool = True) -> dict[str, np.ndarray]:
-        """Features for `indices` of `source`, memory-mapped from the cache; missing ones are computed together.
+        """Features for `indices` of `source`, memory-mapped from the cache (every hit verified); missing ones are
+        computed together, by one process at a time (another one waits for them, then reads them).
 
         With `sharded`, every rank of the torch.distributed group calls this alike: rank 0 decides what is missing,
         each rank extracts its shard, rank 0 merges them, and all ranks return the merged cache files."""
+        indices = np.asarray(indices)
         keys = {n: self.key(model, source, indices, transform, n) for n in names}
-        todo = [n for n, (key, _) in keys.items() if not self._path(key).exists()]
+
+        def lookup(n):
+            return self.store.lookup(*keys[n], len(indices), np.float16 if n in HALF_FEATURES else np.float32)
+
+        found = {n: lookup(n) for n in names}
+        todo = [n for n in names if found[n] is None]
         sharded = self.sharded and distributed.active()
         if sharded:
             todo = distributed.broadcast(todo)
+            if todo:
+                self._extract_sharded(model, source, indices, transform, todo, keys, batch_size, workers, progress)
+        elif todo:
+            with self.store.locked([keys[n][0] for n in todo], f"features of {source.identity}"):
+                found.update({n: lookup(n) for n in todo})  # another process may have made them meanwhile
+                todo = [n for n in todo if found[n] is None]
+                if todo:
+                    self._extract(model, source, indices, transform, todo, keys, batch_size, workers, progress)
         self.hits += len(names) - len(todo)
-        if todo:
-            self.misses += len(todo)
-            extract = self._extract_sharded if sharded else self._extract
-            extract(model, source, np.asarray(indices), transform, todo, keys, batch_size, workers, progress)
-        return {n: np.load(self._path(keys[n][0]), mmap_mode="r") for n in names}
+        self.misses += len(todo)
+        return {n: np.load(self._path(keys[n][0]), mmap_mode="r") if found[n] is None else found[n] for n in names}
 
     @staticmethod
     def _memmaps(paths: dict):
         def allocate(name, shape, dtype):  # stream straight into the (temporary) file
-            paths[name].parent.mkdir(parents=True, exist_ok=True)
             return np.lib.format.open_memmap(paths[name], mode="w+", dtype=dtype, shape=shape)
         return allocate
 
-    def _describe(self, key: str, description: dict, **extra) -> None:
-        """The JSON description beside a cache file (written before the array is renamed into place)."""
-        atomic_write_text(self._path(key).with_suffix(".json"), json.dumps({**description, **extra}, indent=1))
-
     def _extract(self, model, source, indices, transform, todo, keys, batch_size, workers, progress) -> None:
-        t0 = time.time()
-        with contextlib.ExitStack() as arrays:  # each array streams into a temporary file, renamed once complete
-            tmp = {n: arrays.enter_context(atomic_path(self._path(keys[n][0]), ".tmp.npy")) for n in todo}
+        with contextlib.ExitStack() as arrays:  # each array streams into a temporary file, published once complete
+            tmp = {n: arrays.enter_context(self.store.writing(*keys[n])) for n in todo}
             feats = extract_features(model, source, indices, transform, todo, batch_size, workers, progress,
                                      self._memmaps(tmp))
-            seconds = time.time() - t0
             for n in todo:
                 feats[n].flush()
                 del feats[n]
-                self._describe(*keys[n], seconds=seconds)
 
     def _extract_sharded(self, model, source, indices, transform, todo, keys, batch_size, workers, progress) -> None:
         """Rank r extracts `indices[r*n//w:(r+1)*n//w]` into its own temporary file; rank 0 merges them in order.
@@ -150,13 +164,17 @@ class FeatureCache:
         A failure on any rank (extraction or merge) raises `ShardError` on every rank, and no cache or shard file
         is left behind."""
         r, w = distributed.rank(), distributed.world_size()
-        token = distributed.broadcast(uuid.uuid4().hex)  # one name for this extraction's shard files on all ranks
+        token = distributed.broadcast(uuid.uuid4().hex[:8])  # one name for this extraction's shard files
+        writers = distributed.gather(temporary_prefix(""))  # each rank's host and pid, as in temporary names
         parts = [distributed.shard(len(indices), q, w) for q in range(w)]
 
         def shard_file(n, q):
-            return self._path(keys[n][0]).with_name(f".{keys[n][0]}.{token}.shard{q}of{w}.tmp.npy")
+            key = keys[n][0]
+            return self._path(key).with_name(f".{key}.npy{writers[q][1:]}{token}shard{q}of{w}.tmp.npy")
 
         mine = {n: shard_file(n, r) for n in todo}
+        for path in mine.values():
+            path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         try:
             error = None
@@ -186,7 +204,7 @@ class FeatureCache:
     def _merge(self, key: str, description: dict, shards: list[Path], parts: list[slice], seconds: float) -> None:
         """Copy the shard files, in rank order, into one cache file (chunked; temporary name, then renamed)."""
         n = parts[-1].stop
-        with atomic_path(self._path(key), ".tmp.npy") as tmp:
+        with self.store.writing(key, description, seconds=seconds, ranks=len(parts)) as tmp:
             out = None
             for shard, part in zip(shards, parts):
                 if part.stop == part.start:  # fewer images than ranks: this rank had none
@@ -207,4 +225,3 @@ class FeatureCache:
                 raise ValueError("no shard holds any image")
             out.flush()
             del out
-            self._describe(key, description, seconds=seconds, ranks=len(parts))

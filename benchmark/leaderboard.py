@@ -1,8 +1,11 @@
 """Records -> tables.
 
 - `records.csv`: long format, one row per record (per seed).
-- `summary.csv`: one row per model x task setting x classifier: mean, sample std over seeds (ddof=1; blank
-  with one seed), number of seeds, and `source` (`ours`, or `published` for reference numbers).
+- `summary.csv`: one row per model x task setting x classifier x configuration: mean, sample std over seeds
+  (ddof=1; blank with one seed), number of seeds, and `source` (`ours`, or `published` for reference numbers).
+  Records of different configurations (their `config_digest`) are never averaged together. When one model name
+  has records of several model configurations (another checkpoint of the same file name, other heads, another
+  method's rules...), each gets a `variant` label saying what differs, and its own row in the leaderboard.
 - `leaderboard.csv`: one row per model and source, two columns (mean, std) per task setting.
 - `leaderboard.md`: the same as a Markdown table, `mean ± std`.
 
@@ -17,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from model_zoo.files import atomic_write_text
+from model_zoo.errors import BadInputError, UnknownNameError
+from model_zoo.files import atomic_write_text, digest
 from tasks.registry import declaration
 
 from .records import load_records
@@ -26,21 +30,66 @@ KEYS = ["model", "method", "task", "family", "setting", "classifier", "main_scor
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "published.csv"
 
 
+LEGACY = "record without identity (older version)"
+
+
+def _flat(config, prefix: str = "") -> dict:
+    if not isinstance(config, dict):
+        return {prefix.rstrip("."): config}
+    out = {}
+    for k, v in config.items():
+        out.update(_flat(v, f"{prefix}{k}."))
+    return out
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text[:8] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def variants(records: list[dict]) -> list[str]:
+    """Per record: "" when its model name has one model configuration in `records`, else what differs
+    (e.g. "num_heads=4", "checkpoint_sha256=1a2b3c4d")."""
+    configs: dict[str, dict] = {}
+    for r in records:
+        model = (r.get("config") or {}).get("model")
+        configs.setdefault(r["model"], {})[digest(model)] = model
+    labels = {}
+    for name, by_digest in configs.items():
+        flat = {d: _flat(c) for d, c in by_digest.items() if c is not None}
+        keys = {k for f in flat.values() for k in f}
+        differing = sorted(k for k in keys if len({str(f.get(k)) for f in flat.values()}) > 1)
+        for d, c in by_digest.items():
+            if len(by_digest) == 1:
+                labels[(name, d)] = ""
+            elif c is None:
+                labels[(name, d)] = LEGACY
+            else:
+                labels[(name, d)] = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(flat[d].get(k))}" for k in differing)
+    return [labels[(r["model"], digest((r.get("config") or {}).get("model")))] for r in records]
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    rows = [{**{k: r.get(k) for k in KEYS}, "seed": r["seed"], "score": float(r["metrics"][r["main_score"]]),
-             "dataset": r.get("dataset"), "checkpoint_sha256": r.get("checkpoint_sha256"), "path": r.get("path")}
-            for r in records]
-    return pd.DataFrame(rows, columns=KEYS + ["seed", "score", "dataset", "checkpoint_sha256", "path"])
+    columns = KEYS + ["variant", "config_digest", "seed", "score", "dataset", "checkpoint_sha256", "finished", "path"]
+    rows = [{**{k: r.get(k) for k in KEYS}, "variant": variant, "config_digest": r.get("config_digest", "legacy"),
+             "seed": r["seed"], "score": float(r["metrics"][r["main_score"]]), "dataset": r.get("dataset"),
+             "checkpoint_sha256": r.get("checkpoint_sha256"), "finished": r.get("finished", ""), "path": r.get("path")}
+            for r, variant in zip(records, variants(records))]
+    return pd.DataFrame(rows, columns=columns)
+
+
+GROUP = KEYS + ["variant", "config_digest"]
 
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sample std over seeds per model x task setting x classifier (source `ours`)."""
-    columns = KEYS + ["mean", "std", "n_seeds", "seeds", "source"]
+    """Mean and sample std over seeds per model x task setting x classifier x configuration (source `ours`)."""
+    columns = GROUP + ["mean", "std", "n_seeds", "seeds", "finished", "source"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    grouped = frame.groupby(KEYS, dropna=False)
+    grouped = frame.groupby(GROUP, dropna=False)
     out = grouped["score"].agg(mean="mean", std="std", n_seeds="count").reset_index()
     out["seeds"] = grouped["seed"].apply(lambda s: " ".join(map(str, sorted(s)))).values
+    out["finished"] = grouped["finished"].max().values
     out["source"] = "ours"
     return out[columns]
 
@@ -49,10 +98,11 @@ def load_reference(path: str | Path = REFERENCE) -> pd.DataFrame:
     ref = pd.read_csv(path)
     unknown = sorted(set(ref["task"]) - {t for t in ref["task"] if declaration(t)})
     if unknown:
-        raise ValueError(f"{path}: rows of unknown task(s) {unknown}")
+        raise BadInputError(f"{path}: rows of unknown task(s) {unknown}")
     ref["family"] = ref["task"].map(lambda t: declaration(t).family)
     ref["main_score"] = ref["task"].map(lambda t: declaration(t).protocol.main_score)
     ref["seeds"] = ""
+    ref["variant"], ref["config_digest"], ref["finished"] = "", "published", ""
     ref["source"] = "published: " + ref["source"]
     return ref
 
@@ -71,23 +121,35 @@ def _order(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def wide(summary: pd.DataFrame, sort_by: str | None = None) -> pd.DataFrame:
-    """One row per (model, method, source), columns `<task> <setting> <classifier> mean|std`."""
+    """One row per (model, variant, method, source), columns `<task> <setting> <classifier> mean|std`. A cell that
+    two configurations of one row claim (e.g. records of an older protocol version beside new ones) shows the
+    most recent one; the others stay in summary.csv, and a warning names them."""
+    head = ["model", "variant", "method", "source"]
     if summary.empty:
-        return pd.DataFrame(columns=["model", "method", "source"])
+        return pd.DataFrame(columns=head)
     s = _order(summary)
     s = s.assign(column=s["task"] + " " + s["setting"] + " " + s["classifier"],
                  kind=s["source"].map(lambda v: "published" if v.startswith("published") else "ours"))
     rows: dict[tuple, dict] = {}
-    for _, r in s.iterrows():
-        row = rows.setdefault((r["model"], r["method"], r["kind"]),
-                              {"model": r["model"], "method": r["method"], "source": r["kind"]})
+    for _, r in s.iterrows():  # rows in reading order
+        rows.setdefault((r["model"], r["variant"], r["method"], r["kind"]),
+                        {"model": r["model"], "variant": r["variant"], "method": r["method"], "source": r["kind"]})
+    shown: dict[tuple, str] = {}
+    for _, r in s.sort_values("finished", kind="stable").iterrows():  # the most recent configuration last
+        row = rows[(r["model"], r["variant"], r["method"], r["kind"])]
+        cell = (r["model"], r["variant"], r["method"], r["kind"], r["column"])
+        if cell in shown:
+            print(f"leaderboard: {r['model']} {r['column']}: records of configurations {shown[cell]} and "
+                  f"{r['config_digest'][:8]}; showing the most recent ({r['config_digest'][:8]}), both are in "
+                  "summary.csv", file=sys.stderr)
+        shown[cell] = r["config_digest"][:8]
         row[f"{r['column']} mean"], row[f"{r['column']} std"] = r["mean"], r["std"]
-    columns = ["model", "method", "source"] + [f"{c} {v}" for c in dict.fromkeys(s["column"]) for v in ("mean", "std")]
+    columns = head + [f"{c} {v}" for c in dict.fromkeys(s["column"]) for v in ("mean", "std")]
     flat = pd.DataFrame(list(rows.values()), columns=columns)
     if sort_by:
         key = sort_by if sort_by in flat else f"{sort_by} mean"
         if key not in flat:
-            raise KeyError(f"cannot sort by {sort_by!r}: no such column")
+            raise UnknownNameError(f"cannot sort by {sort_by!r}: no such column")
         flat = flat.sort_values(key, ascending=False, na_position="last")
     return flat
 
@@ -97,7 +159,8 @@ def markdown(table: pd.DataFrame) -> str:
     header = ["model", "method", "source"] + settings
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in table.iterrows():
-        cells = [str(r["model"]), str(r["method"]), str(r["source"])]
+        model = f"{r['model']} [{r['variant']}]" if r["variant"] else str(r["model"])
+        cells = [model, str(r["method"]), str(r["source"])]
         for c in settings:
             m, sd = r[f"{c} mean"], r[f"{c} std"]
             cells.append("–" if pd.isna(m) else f"{m:.1f}" + ("" if pd.isna(sd) else f" ± {sd:.1f}"))
@@ -147,6 +210,7 @@ def format_table(summary: pd.DataFrame) -> str:
     lines = []
     for _, r in _order(summary).iterrows():
         std = "" if pd.isna(r["std"]) else f" ± {r['std']:.2f}"
-        lines.append(f"{r['model']:<18} {r['task']:<20} {r['setting']:<9} {r['classifier']:<7} "
+        model = f"{r['model']} [{r['variant']}]" if r["variant"] else r["model"]
+        lines.append(f"{model:<18} {r['task']:<20} {r['setting']:<9} {r['classifier']:<7} "
                      f"{r['main_score']:>5} {r['mean']:6.2f}{std}  (seeds {r['seeds']})")
     return "\n".join(lines)

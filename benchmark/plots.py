@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from model_zoo.errors import BadInputError, UnknownNameError  # noqa: E402
 from model_zoo.files import atomic_write  # noqa: E402
 from tasks.registry import declaration  # noqa: E402
 
@@ -30,7 +31,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     there is nothing to plot."""
     entry = declaration(task)
     if entry is None:
-        raise ValueError(f"task {task!r} is not a registered task: its settings have no declared axis")
+        raise UnknownNameError(f"task {task!r} is not a registered task: its settings have no declared axis")
     protocol, settings = entry.protocol, entry.declared_settings
     xs = {s.name: s.x for s in settings}
     rows = summary[summary["task"] == task]
@@ -42,13 +43,19 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
               file=sys.stderr)
     rows = rows[rows["setting"].isin(list(xs))]
     if rows.empty:
-        raise ValueError(f"no {entry.family} results for task {task!r}" + (f" and classifier {classifier}" if classifier else ""))
+        raise BadInputError(f"no {entry.family} results for task {task!r}"
+                            + (f" and classifier {classifier}" if classifier else ""))
+    # one curve per model (and variant); of two configurations of one point, the most recent (as the leaderboard)
+    curve = rows["model"] + rows["variant"].fillna("").map(lambda v: f" [{v}]" if v else "")
+    kind = rows["source"].map(lambda v: "published" if v.startswith("published") else "ours")
+    rows = rows.assign(curve=curve, kind=kind).sort_values("finished", kind="stable").drop_duplicates(
+        ["curve", "kind", "setting", "classifier"], keep="last")
     fig, ax = plt.subplots(figsize=(8.0, 4.4), dpi=150)
-    models = list(dict.fromkeys(rows.sort_values("model")["model"]))
+    models = sorted(set(rows["curve"]))
     for i, model in enumerate(models):
         style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)])
         for source, filled in (("ours", True), ("published", False)):
-            part = rows[(rows["model"] == model) & rows["source"].str.startswith(source)]
+            part = rows[(rows["curve"] == model) & (rows["kind"] == source)]
             if part.empty:
                 continue
             part = part.assign(x=part["setting"].map(xs)).sort_values("x")

@@ -1,29 +1,38 @@
 """Result records: one JSON file per (model, task, setting, seed, classifier), written atomically.
 
-Layout: `<results>/<model>/<task>/<setting>-seed<seed>__<classifier>.json`. A rerun skips a record that
-exists unless asked to overwrite. Records carry their provenance (checkpoint sha256, versions, device, time).
+Layout: `<results>/<model>/<task>/<setting>-seed<seed>__<classifier>__<config>.json`, `<config>` the first 8 hex
+digits of the record's `config_digest`: the digest of everything that decides its number except the labelled
+images (the model's weights and rules, the task's protocol version, data sets, feature, transform, classifier and
+its hyper-parameter rule). Its `identity` adds the setting, the seed and the fingerprints of the labelled images
+and the evaluation set. A rerun skips a record whose identity is unchanged; another configuration is another
+file, kept beside; another identity of the same configuration (e.g. images replaced) replaces it. Records carry
+their provenance (checkpoint sha256, versions, device, time).
 """
 from __future__ import annotations
 
 import json
+import math
 import platform
 import re
 from importlib import metadata
 from pathlib import Path
 
-from model_zoo.download import atomic_write_text
+from model_zoo.errors import BadInputError
+from model_zoo.files import atomic_write_text
 
 SCHEMA = 1
 REQUIRED = ("model", "task", "setting", "seed", "classifier", "metrics", "main_score")
 _PACKAGES = ("lowshot-bench", "torch", "torchvision", "timm", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu-cu12")
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", str(part))
 
 
-def record_path(results: str | Path, model: str, task: str, setting: str, seed: int, classifier: str) -> Path:
-    return Path(results) / _safe(model) / _safe(task) / f"{_safe(setting)}-seed{seed}__{_safe(classifier)}.json"
+def record_path(results: str | Path, model: str, task: str, setting: str, seed: int, classifier: str,
+                config_digest: str | None = None) -> Path:
+    config = f"__{config_digest[:8]}" if config_digest else ""
+    return Path(results) / safe_name(model) / safe_name(task) / f"{safe_name(setting)}-seed{seed}__{safe_name(classifier)}{config}.json"
 
 
 def environment(device: str) -> dict:
@@ -45,7 +54,7 @@ def write_record(path: Path, record: dict) -> Path:
     return Path(path)
 
 
-class MalformedRecord(ValueError):
+class MalformedRecord(BadInputError):
     pass
 
 
@@ -60,8 +69,10 @@ def read_record(path: Path) -> dict:
     if missing:
         raise MalformedRecord(f"{path}: missing field(s) {missing}")
     score = record["metrics"].get(record["main_score"]) if isinstance(record["metrics"], dict) else None
-    if not isinstance(score, (int, float)) or score != score:
+    if not isinstance(score, (int, float)) or isinstance(score, bool):
         raise MalformedRecord(f"{path}: main score {record['main_score']!r} is missing or not a number")
+    if not math.isfinite(score):
+        raise MalformedRecord(f"{path}: main score {record['main_score']!r} is {score}, not a finite number")
     return record
 
 

@@ -13,16 +13,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .errors import BadInputError, LowshotError
 from .files import atomic_write_text, sha256_file
 
 CACHE_ENV = "LOWSHOT_CACHE"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(LowshotError):
     pass
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(BadInputError):
     pass
 
 
@@ -45,7 +46,7 @@ def read_manifest(directory: Path | None = None) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise RuntimeError(f"cache manifest {path} is not valid JSON ({e}); delete it to rebuild") from None
+        raise BadInputError(f"cache manifest {path} is not valid JSON ({e}); delete it to rebuild") from None
 
 
 def _record(directory: Path, name: str, url: str, digest: str, size: int) -> None:

@@ -11,6 +11,8 @@ Feature names (the contract tasks and tests rely on):
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from . import download
+from .errors import BadInputError, LowshotWarning, MissingFileError, UnknownNameError
 from .formats import LAYOUTS, Architecture, check_fits, detect_layout, infer_architecture
 from .pos_embed import resize_pos_embed
 from .registry import METHODS, REGISTRY, EvalConfig, ModelEntry, eval_config, get_entry
@@ -26,6 +29,8 @@ from .safe_load import CheckpointError, load_checkpoint
 from .transforms import TransformSpec, eval_transform
 
 FEATURES = ("cls", "patch", "cls_last4", "patch_last4", "cls_prenorm", "linear_avgpool")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".safetensors", ".bin", ".ckpt")
+PUBLIC_HEAD_DIM = 64  # ViT-S/6, B/12, L/16, H/16 heads
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,11 @@ class FeatureExtractor(torch.nn.Module):
         return self.extract(images, [self.lowshot_feature])[self.lowshot_feature]
 
 
+def _describe(config: EvalConfig) -> str:
+    return (f"low-shot feature {config.lowshot_feature}, {config.interpolation} resize, "
+            f"{config.pos_embed_rule} position rule")
+
+
 def _build_vit(arch: Architecture, num_heads: int) -> VisionTransformer:
     if arch.embed_dim % num_heads:
         raise CheckpointError(f"num_heads={num_heads} does not divide embed_dim={arch.embed_dim}")
@@ -178,7 +188,11 @@ def resolve_checkpoint(name_or_path: str | Path, progress: bool = True) -> tuple
         path, digest = download.fetch(entry.url, entry.file_name, entry.sha256, progress=progress)
         return entry, path, digest
     path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.exists():
+        if os.sep in str(name_or_path) or path.suffix in CHECKPOINT_SUFFIXES:
+            raise MissingFileError(f"checkpoint file {path} not found")
         get_entry(str(name_or_path))  # raises the "unknown model" error listing the registry
     return None, path, download.sha256_file(path)
 
@@ -196,17 +210,31 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     ckpt = load_checkpoint(path, trust=trust)
     layout = layout or (entry.layout if entry else detect_layout(ckpt))
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
+        raise UnknownNameError(f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
     config = ckpt.get("config", {}) if layout == "lowshot" else {}
-    method = method or (entry.method if entry else config.get("method"))
+    known = entry.method if entry else config.get("method")
+    method = method or known
     if method not in METHODS:
-        raise ValueError(f"{path}: pass method= one of {sorted(METHODS)} (got {method!r})")
+        raise BadInputError(f"{path}: pass method= one of {sorted(METHODS)} (got {method!r})")
+    release_methods = (known,) if known else LAYOUTS[layout].methods
+    if release_methods and method not in release_methods:
+        warnings.warn(f"{path}: its layout {layout} is a {' / '.join(release_methods)} release format, but the "
+                      f"{method} evaluation rules are applied ({_describe(METHODS[method])}); pass the method "
+                      "that trained it unless this is intended", LowshotWarning, stacklevel=2)
+    given_heads = num_heads
     num_heads = num_heads or (entry.num_heads if entry else config.get("num_heads"))
     if not num_heads:
-        raise ValueError(f"{path}: num_heads cannot be inferred from the weights; pass num_heads= "
-                         "(ViT-S: 6, ViT-B: 12, ViT-L: 16, ViT-H: 16)")
+        raise BadInputError(f"{path}: num_heads cannot be inferred from the weights; pass num_heads= "
+                            "(ViT-S: 6, ViT-B: 12, ViT-L: 16, ViT-H: 16)")
     sd = LAYOUTS[layout].state_dict(ckpt, weights)
     arch = infer_architecture(sd)
+    if given_heads and not entry and arch.embed_dim != PUBLIC_HEAD_DIM * num_heads:
+        public = (f"num_heads={arch.embed_dim // PUBLIC_HEAD_DIM} would give it" if arch.embed_dim % PUBLIC_HEAD_DIM == 0
+                  else f"no head count gives it on this width")
+        warnings.warn(f"{path}: num_heads={num_heads} on embed_dim {arch.embed_dim} gives head_dim "
+                      f"{arch.embed_dim / num_heads:g}, but every public ViT has head_dim {PUBLIC_HEAD_DIM} ({public}); "
+                      "the heads cannot be read from the weights, and a wrong count gives wrong features",
+                      LowshotWarning, stacklevel=2)
     if entry:  # build what the registry says, so a file of another architecture is refused with its keys listed
         arch = Architecture(entry.embed_dim, entry.depth, entry.patch_size, entry.img_size // entry.patch_size,
                             arch.mlp_ratio, True)

@@ -3,8 +3,10 @@
 `with atomic_path(path) as tmp:` hands out a fresh temporary file in the target directory and renames it over
 `path` when the block ends without an error (`atomic_write(path, write)` does the same around `write(tmp)`): a
 crash or an error leaves the old file (or none), never half a file, and concurrent writers never share a
-temporary name. Temporary names contain ".tmp". Files get the permissions an ordinary `open(..., "w")` would
-give (0666 minus the umask), not the 0600 of `tempfile.mkstemp`.
+temporary name. Temporary names contain ".tmp" and the writer's host and process id
+(`.<name>.<host>-<pid>.<random><suffix>`), so `remove_stale_temporaries` can delete those a killed process left.
+Files get the permissions an ordinary `open(..., "w")` would give (0666 minus the umask), not the 0600 of
+`tempfile.mkstemp`.
 """
 from __future__ import annotations
 
@@ -12,9 +14,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
+
+HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)\.[^.]*\.tmp")
 
 
 def _umask() -> int:
@@ -23,13 +30,40 @@ def _umask() -> int:
     return mask
 
 
+def temporary_prefix(name: str) -> str:
+    """The start of this process's temporary names for `name`: `.<name>.<host>-<pid>.`."""
+    return f".{name}.{HOST}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files under `directory` whose writer (a process of this host) is no longer running;
+    returns them. Another host's temporaries on a shared filesystem are left alone."""
+    removed = []
+    for path in Path(directory).rglob(".*tmp*"):
+        m = _TEMPORARY.match(path.name)
+        if m and m["host"] == HOST and not _alive(int(m["pid"])) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A fresh temporary path beside `path`, renamed to `path` when the block succeeds and removed when it fails.
     `suffix` ends the temporary name (matplotlib picks the format from it: ".tmp.png")."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=suffix)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -66,3 +100,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def digest(obj) -> str:
     """sha256 of the canonical JSON of `obj` (sorted keys): the identity of a description."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def array_digest(array) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    import numpy as np
+
+    a = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,7 @@ class Layout:
     student_key: str | None = None  # ... and of the student / online encoder
     prefixes: tuple[str, ...] = ()  # stripped in order, each when present
     drop: str = r"$^"  # regex of known non-backbone keys (after prefix stripping)
+    methods: tuple[str, ...] = ()  # whose release files use this layout (empty: the file says, e.g. lowshot)
 
     def state_dict(self, ckpt, weights: str = "teacher") -> dict:
         if not isinstance(ckpt, dict):
@@ -58,20 +60,21 @@ class Layout:
 
 
 _HEAD = r"head\."
+_DINO, _IBOT = ("dino",), ("ibot", "maskcluster")  # MaskCluster's published code is iBOT's
 LAYOUTS: dict[str, Layout] = {l.name: l for l in [
-    Layout("dino_backbone", "DINO *_pretrain.pth: flat teacher backbone state dict"),
+    Layout("dino_backbone", "DINO *_pretrain.pth: flat teacher backbone state dict", methods=_DINO),
     Layout("dino_full", "DINO *_full_checkpoint.pth: student/teacher with DINOHead", None, "teacher", "student",
-           ("module.", "backbone."), _HEAD),
-    Layout("ibot_teacher", "iBOT checkpoint_teacher.pth: {'state_dict': backbone}", "state_dict"),
+           ("module.", "backbone."), _HEAD, _DINO),
+    Layout("ibot_teacher", "iBOT checkpoint_teacher.pth: {'state_dict': backbone}", "state_dict", methods=_IBOT),
     Layout("ibot_teacher_with_head", "iBOT checkpoint_teacher.pth extracted --with_head true", "state_dict",
-           drop=_HEAD),
+           drop=_HEAD, methods=_IBOT),
     Layout("ibot_full", "iBOT checkpoint.pth: student/teacher, iBOTHead, masked_embed", None, "teacher",
-           "student", ("module.", "backbone."), r"(head\.|masked_embed$)"),
-    Layout("mae_encoder", "MAE mae_pretrain_vit_*.pth: {'model': encoder}", "model"),
+           "student", ("module.", "backbone."), r"(head\.|masked_embed$)", _IBOT),
+    Layout("mae_encoder", "MAE mae_pretrain_vit_*.pth: {'model': encoder}", "model", methods=("mae",)),
     Layout("mae_full", "MAE *_full.pth: {'model': encoder + decoder}", "model",
-           drop=r"(mask_token$|decoder_)"),
+           drop=r"(mask_token$|decoder_)", methods=("mae",)),
     Layout("msn", "MSN *.pth.tar: target_encoder/encoder with projection head fc", None, "target_encoder",
-           "encoder", ("module.",), r"fc\."),
+           "encoder", ("module.",), r"fc\.", ("msn",)),
     Layout("lowshot", "lowshot-bench .safetensors: backbone (teacher) + config metadata", "state_dict"),
 ]}
 
@@ -121,8 +124,12 @@ def infer_architecture(sd: dict) -> Architecture:
         depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
         patch_size = sd["patch_embed.proj.weight"].shape[-1]
         n_patches = sd["pos_embed"].shape[1] - 1
-        hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
-    except (KeyError, ValueError) as e:
+        # the MLP width most tensors agree on (fc1 rows, fc2 columns): a mis-shaped one is then reported as
+        # itself, not as every other block's tensors
+        widths = Counter([v.shape[0] for k, v in sd.items() if k.endswith(".mlp.fc1.weight")]
+                         + [v.shape[-1] for k, v in sd.items() if k.endswith(".mlp.fc2.weight")])
+        hidden = widths.most_common(1)[0][0]
+    except (KeyError, ValueError, IndexError) as e:
         raise CheckpointError(f"cannot infer the architecture: missing backbone key {e}") from None
     grid = math.isqrt(n_patches)
     if grid * grid != n_patches:

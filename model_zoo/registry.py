@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .errors import UnknownNameError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -55,7 +57,7 @@ METHODS: dict[str, EvalConfig] = {
 
 def eval_config(method: str, **overrides) -> EvalConfig:
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+        raise UnknownNameError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")
     return replace(METHODS[method], **overrides)
 
 
@@ -159,7 +161,7 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))} "
+        raise UnknownNameError(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))} "
                        "(or pass the path of a checkpoint file)") from None
 
 

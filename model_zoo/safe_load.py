@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import re
 from pathlib import Path
 
 import torch
 
+from .errors import BadInputError, MissingFileError
+
 ALLOWED_GLOBALS = [argparse.Namespace]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(BadInputError):
     """The file is not a checkpoint this project can read (corrupt, truncated, wrong layout...)."""
 
 
@@ -27,8 +30,10 @@ class UnsafeCheckpointError(CheckpointError):
 def load_checkpoint(path: str | Path, trust: bool = False):
     """Load a checkpoint on CPU. Returns the unpickled object (safetensors: {"state_dict", "metadata"})."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file {path} not found")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     try:
@@ -37,17 +42,27 @@ def load_checkpoint(path: str | Path, trust: bool = False):
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        message = str(e)
-        if "Unsupported global" in message or "not an allowed global" in message or "GLOBAL" in message:
-            detail = next((ln.strip() for ln in message.splitlines() if "global" in ln.lower()), message)
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
             raise UnsafeCheckpointError(
-                f"{path} pickles an object outside the allow-list (tensors and argparse.Namespace): {detail}. "
-                "Loading it could run arbitrary code. If you trust this file, pass trust=True "
+                f"{path} pickles an object outside the allow-list (tensors and argparse.Namespace): "
+                f"{found.group(1)}. Loading it could run arbitrary code. If you trust this file, pass trust=True "
                 "(CLI: --trust-checkpoint).") from None
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {message.splitlines()[0]}") from None
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {_detail(e)}") from None
     except Exception as e:  # random or truncated bytes make the unpickler fail in many ways (IndexError, KeyError, ...)
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {first}") from None
+        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {_detail(e)}") from None
+
+
+def _detail(error: Exception) -> str:
+    """What went wrong, without torch's advice to load with weights_only=False (the unsafe load this module
+    exists to avoid): the unpickler's own line when torch's message has one, else its first line."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if any("WeightsUnpickler error" in ln for ln in lines):
+        i = next(i for i, ln in enumerate(lines) if "WeightsUnpickler error" in ln)
+        rest = lines[i].split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+        return rest or "unreadable pickle"
+    safe = [ln for ln in lines if "weights_only" not in ln]
+    return safe[0] if safe else type(error).__name__
 
 
 def _load_safetensors(path: Path) -> dict:

@@ -18,10 +18,12 @@ which features it extracts (`extract`), how a classifier is fitted (`fit`) and h
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from model_zoo.files import array_digest, digest
 
 from .classifiers import CLASSIFIERS
 from .datasets import read_name_list
@@ -64,6 +66,7 @@ class LowShotTask:
     settings: tuple[Setting, ...]
     classifiers: tuple[str, ...]
     features_allowed: tuple[str, ...] | None = None  # None: any feature of the model interface
+    protocol_version = 1  # raise it when a change of the protocol changes its numbers: old records are then stale
 
     def __init__(self, name: str, data, settings: tuple[Setting, ...] | None = None):
         self.name = name
@@ -125,28 +128,69 @@ class LowShotTask:
         """Fields every record of this task carries (dataset, numbers of images, transform, ...)."""
         return {}
 
+    # ------------------------------------------------------------------ what decides a record's number
+
+    def evaluation_set(self) -> tuple:
+        """(source, indices) the fitted classifiers are scored on."""
+        return self.data.test, np.arange(len(self.data.test))
+
+    def data_fingerprint(self, source, indices) -> dict:
+        """What the images (and their labels) of `source[indices]` are now: changes when a file changes."""
+        return {"dataset": source.identity, "images": source.fingerprint(indices)}
+
+    def geometry(self, model) -> dict:
+        """The images as this task feeds them to the model (transform, windows...)."""
+        raise NotImplementedError
+
+    def record_config(self, model, ctx, classifier: str, feature: str) -> dict:
+        """Everything that decides a record's number except the labelled images: its `config_digest`."""
+        test, _ = self.evaluation_set()
+        return {"model": ctx.model_config(model), "task": self.name,
+                "protocol": f"{type(self).__name__} v{self.protocol_version}", "dataset": self.data.dataset,
+                "train_pool": self.train.identity, "evaluation_set": test.identity, "feature": feature,
+                "geometry": self.geometry(model), "classifier": classifier,
+                "rule": CLASSIFIERS[classifier].rule(self, ctx)}
+
     # ------------------------------------------------------------------ the shared skeleton
 
-    def pending(self, model, ctx) -> list[tuple[Setting, int, str]]:
-        return [(s, seed, c) for s in self.settings for seed in s.seeds for c in self.classifiers
-                if ctx.needs(model, self.name, s.name, seed, c)]
-
     def run(self, model, ctx) -> list[Path]:
-        pending = self.pending(model, ctx)
-        features = {c: ctx.feature_for(model, c) for _, _, c in pending}
+        candidates = [(s, seed, c) for s in self.settings for seed in s.seeds for c in self.classifiers
+                      if ctx.wanted(s.name, c)]
+        features = {c: ctx.feature_for(model, c) for _, _, c in candidates}
         refused = {c for c, f in features.items() if self.features_allowed and f not in self.features_allowed}
         if refused:
             print(f"{self.name}: skipped, feature {sorted({features[c] for c in refused})} is not one of "
                   f"{self.features_allowed}")
-            pending = [p for p in pending if p[2] not in refused]
-        if not pending:
+            candidates = [p for p in candidates if p[2] not in refused]
+        if not candidates:
             return []
+        with ctx.lock(model, self.name):  # a second process on these results waits, then finds the records done
+            return self._run(model, ctx, candidates, features)
+
+    def _run(self, model, ctx, candidates, features) -> list[Path]:
         split_dir = Path(ctx.results) / "splits" / self.name
         subsets = {}
-        for setting, seed, _ in pending:
+        for setting, seed, _ in candidates:
             if (setting.name, seed) not in subsets:
                 subsets[(setting.name, seed)] = self.labelled_subset(setting, seed, split_dir)
-        rows = self.feature_rows(subsets)
+        configs = {c: self.record_config(model, ctx, c, features[c]) for _, _, c in candidates}
+        evaluation = self.data_fingerprint(*self.evaluation_set())
+        keys, pending = {}, []
+        for setting, seed, classifier in candidates:
+            config_digest = digest(configs[classifier])
+            labelled = self.data_fingerprint(self.train, subsets[(setting.name, seed)][0])
+            identity = digest({"config": config_digest, "setting": setting.name, "seed": seed, "labelled": labelled,
+                               "evaluation": evaluation})
+            path = ctx.record_path(model, self.name, setting.name, seed, classifier, config_digest)
+            ctx.configs.add(config_digest)
+            keys[(setting.name, seed, classifier)] = path, {
+                "config": configs[classifier], "config_digest": config_digest, "identity": identity,
+                "data_fingerprint": {"labelled": labelled, "evaluation": evaluation}}
+            if not ctx.is_done(path, identity):
+                pending.append((setting, seed, classifier))
+        if not pending:
+            return []
+        rows = self.feature_rows({k: subsets[k] for k in {(s.name, seed) for s, seed, _ in pending}})
         extracted = self.extract(model, ctx, rows, sorted({features[c] for _, _, c in pending}))
         if ctx.extract_only:
             return []
@@ -160,12 +204,14 @@ class LowShotTask:
         scored = self.evaluate(model, ctx, fitted, extracted, features)
         common = self.record_fields(model, extracted)
         written = []
-        for (setting, seed, classifier), (metrics, extra) in scored.items():
+        for key, (metrics, extra) in scored.items():
+            setting, seed, classifier = key
             idx, source = subsets[(setting, seed)]
+            path, identity = keys[key]
             record = {**common, "split_source": source, "feature": features[classifier], "num_train": int(len(idx)),
-                      "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[(setting, seed, classifier)].record,
-                      **extra}
-            written.append(ctx.write(model, self, setting, seed, classifier, metrics, record))
+                      "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[key].record, **extra,
+                      **identity}
+            written.append(ctx.write(path, model, self, setting, seed, classifier, metrics, record))
         return written
 
 
@@ -179,6 +225,14 @@ class FeatureVectorTask(LowShotTask):
     def labels(self, source, indices) -> tuple[np.ndarray, np.ndarray | None]:
         """(targets, mask of the entries that count, or None) of `source[indices]`."""
         raise NotImplementedError
+
+    def data_fingerprint(self, source, indices) -> dict:
+        y, mask = self.labels(source, np.asarray(indices, np.int64))
+        labels = array_digest(y) + ("" if mask is None else array_digest(mask))
+        return {**super().data_fingerprint(source, indices), "labels": labels}
+
+    def geometry(self, model) -> dict:
+        return asdict(model.transform(self.data.resize, self.data.crop))
 
     def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
         transform = model.transform(self.data.resize, self.data.crop)

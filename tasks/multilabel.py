@@ -51,9 +51,10 @@ class LowShotMultiLabel(FeatureVectorTask):
                 Setting("1percent", "1 %", 10, fraction=0.01), Setting("10percent", "10 %", 20, fraction=0.10),
                 Setting("full", "100 %", 40, seeds=(1,)))
     classifiers = ("logreg",)
-    # The CV fits stop at 100 iterations: ranking λ values needs far less precision than the final fit.
+    # The CV fits converge like the final fit: with early-stopped ones (100 iterations) the ranking of λ differed
+    # from the ranking of exact fits on one of seven checked VOC07 records.
     lambda_policy = LambdaPolicy({}, f"{DEFAULT_LAMBDA} when the subset is too small to cross-validate",
-                                 grid=(0.00025, 0.0025, 0.025, 0.25), cross_validate=True, cv_max_iter=100)
+                                 grid=(0.00025, 0.0025, 0.025, 0.25), cross_validate=True)
 
     def draw_subset(self, setting: Setting, seed: int) -> np.ndarray:
         if setting.kind == "fraction":

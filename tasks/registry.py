@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from model_zoo.errors import UnknownNameError
+
 from .base import LowShotTask, Setting
 from .datasets import find_dataset_folder
 from .classification import LowShotClassification, embedded_data as embedded_classification, imagenet_data
@@ -85,7 +87,7 @@ def get_task(name: str) -> TaskEntry:
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+        raise UnknownNameError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
 
 
 def declaration(name: str) -> TaskEntry | None:

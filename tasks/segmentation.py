@@ -60,17 +60,14 @@ in `tasks/classifiers/linear_head.py`, the geometry and the evaluation pass in `
 
 from __future__ import annotations
 
-import json
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-
-from model_zoo.files import atomic_write, atomic_write_text, digest
 
 from .base import FULL, Fitted, LowShotTask, Setting
 from .classifiers.linear_head import LR_GRID, MAX_STEPS, MIN_STEPS, TokenFeatures, fit_linear_head
@@ -159,28 +156,35 @@ class LowShotSegmentation(LowShotTask):
                               for s in range(0, len(indices), size)])
 
     def train_masks(self, ctx, indices: np.ndarray) -> np.ndarray:
-        """Masks of `indices` at training geometry, uint8 [n, crop, crop], cached beside the features."""
-        description = {"dataset": self.train.identity, "images": digest([self.train.names[i] for i in indices]),
+        """Masks of `indices` at training geometry, uint8 [n, crop, crop], cached (and verified) beside the features."""
+        description = {"dataset": self.train.identity, "images": self.train.fingerprint(indices, masks=True),
                        "num_images": len(indices), "geometry": f"Resize({self.short_side}, nearest)+CenterCrop"
                        f"({self.crop})", "kind": "segmentation masks"}
-        key = digest(description)
-        path = Path(ctx.cache.root) / "masks" / key[:2] / f"{key}.npy"
 
-        def write(tmp):
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(indices), self.crop, self.crop))
+        def fill(out):
             start = 0
             masks = _TrainMasks(self.train, indices, self.short_side, self.crop)
             for batch in torch.utils.data.DataLoader(masks, batch_size=64, num_workers=ctx.workers):
                 out[start:start + len(batch)] = batch.numpy()
                 start += len(batch)
-            out.flush()
 
-        if not path.exists():
-            atomic_write_text(path.with_suffix(".json"), json.dumps(description, indent=1))
-            atomic_write(path, write, suffix=".tmp.npy")
-        return np.load(path, mmap_mode="r")
+        return ctx.cache.array(description, (len(indices), self.crop, self.crop), np.uint8, fill)
 
     # ----------------------------------------------------------------------- the family's part of the run
+
+    def evaluation_set(self) -> tuple:
+        return self.data.test, self.test_indices
+
+    def data_fingerprint(self, source, indices) -> dict:
+        return {"dataset": source.identity, "images_and_masks": source.fingerprint(indices, masks=True)}
+
+    def geometry(self, model) -> dict:
+        return {"train": asdict(model.transform(self.short_side, self.crop)), **self._evaluation(model)}
+
+    def _evaluation(self, model) -> dict:
+        return {"evaluation": {"mode": "slide", "short_side": self.short_side, "max_long": self.max_long,
+                               "crop": self.crop, "stride": self.stride,
+                               "interpolation": model.eval_config.interpolation}}
 
     def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
         if self.crop % model.patch_size:
@@ -232,10 +236,7 @@ class LowShotSegmentation(LowShotTask):
 
     def record_fields(self, model, extracted: dict) -> dict:
         return {"dataset": self.data.dataset, "num_train_pool": len(self.train), "num_test": int(len(self.test_indices)),
-                "num_classes": self.data.num_classes, "transform": extracted["transform"],
-                "evaluation": {"mode": "slide", "short_side": self.short_side, "max_long": self.max_long,
-                               "crop": self.crop, "stride": self.stride,
-                               "interpolation": model.eval_config.interpolation}}
+                "num_classes": self.data.num_classes, "transform": extracted["transform"], **self._evaluation(model)}
 
 
 class EmbeddedSegmentation(LowShotSegmentation):

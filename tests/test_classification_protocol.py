@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from benchmark.cli import main
 from benchmark.records import load_records
@@ -15,42 +14,17 @@ from model_zoo.files import sha256_file
 from tasks.classification import LowShotClassification, imagenet_data
 from tasks.datasets.imagenet import IMAGENET_SPLITS, SplitError, class_of, read_split
 
-from .conftest import SPLITS, fixture_model_args, require
+from .conftest import IMAGEFOLDER_CLASSES as CLASSES
+from .conftest import SPLITS, fixture_model_args, require, write_imagefolder, write_imagenet_splits
 
-CLASSES = ["n01000001", "n01000002", "n01000003"]
 SETTINGS = LowShotClassification.settings
-
-
-def _write_imagefolder(root, per_class=14, val_per_class=4):
-    """Images whose colour depends on the class, so a probe can learn something."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", per_class), ("val", val_per_class)):
-        for c, wnid in enumerate(CLASSES):
-            (root / split / wnid).mkdir(parents=True)
-            for i in range(n):
-                base = np.zeros((40, 48, 3)) + [60 + 80 * c, 200 - 70 * c, 120]
-                img = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(img).save(root / split / wnid / f"{wnid}_{i}.JPEG")
-
-
-def _write_splits(root, per_class=14):
-    """Split files in the MSN layout for the small ImageFolder (nested within a seed, as the official ones)."""
-    for split in IMAGENET_SPLITS.values():
-        seed = int(split.relpath[len("imagenet_subsets")])
-        rng = np.random.default_rng(seed)
-        orders = {w: rng.permutation(per_class) for w in CLASSES}
-        k = split.images_per_class or 4
-        lines = [f"{w}_{i}.JPEG" for w in CLASSES for i in orders[w][:k]]
-        path = root / split.relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
 def imagefolder(tmp_path):
     data, splits = tmp_path / "imagenet", tmp_path / "splits"
-    _write_imagefolder(data)
-    _write_splits(splits)
+    write_imagefolder(data)
+    write_imagenet_splits(splits)
     return data, splits
 
 
@@ -117,7 +91,7 @@ def test_split_sha256_mismatch_and_bad_splits(imagefolder, tmp_path):
     bad.write_text(bad.read_text() + "n09999999_1.JPEG\n")
     with pytest.raises(SplitError, match="not in the dataset"):
         imagenet_data(data, SETTINGS, splits, custom_splits=True)
-    _write_splits(splits)
+    write_imagenet_splits(splits)
     # image listed but missing on disk: named, before any feature is computed
     name = read_split(splits / "imagenet_subsets1/1imgs_class.txt", CLASSES)[1]
     (data / "train" / class_of(name) / name).unlink()

@@ -6,6 +6,7 @@ import pytest
 
 from benchmark.cli import build_parser, main, resolve_models
 from benchmark.records import record_path, write_record
+from model_zoo.errors import BadInputError
 from tasks.classifiers import CLASSIFIERS
 
 
@@ -25,17 +26,17 @@ def test_method_aliases():
     assert resolve_models(["all"], embedded=True) == ["dino-tiny", "ibot-tiny", "mae-tiny", "msn-tiny",
                                                        "maskcluster-tiny"]
     assert resolve_models(["dino", "mae", "my.pth"], embedded=False) == ["dino-vits16", "mae-vitb16", "my.pth"]
-    with pytest.raises(SystemExit, match="no public maskcluster checkpoint"):
+    with pytest.raises(BadInputError, match="no public maskcluster checkpoint"):
         resolve_models(["maskcluster"], embedded=False)
 
 
-def test_missing_data_ends_the_run_with_its_reason(tmp_path):
-    with pytest.raises(SystemExit, match="voc07-multilabel: this task needs --data-root"):
-        main(["bench", "--model", "dino-tiny", "--task", "voc07-multilabel", "--results", str(tmp_path / "r")])
+def test_missing_data_ends_the_run_with_its_reason(tmp_path, capsys):
+    assert main(["bench", "--model", "dino-tiny", "--task", "voc07-multilabel", "--results", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "lowshot bench: error: voc07-multilabel: this task needs --data-root\n"
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match=f"no task to run: no dataset found under {tmp_path / 'empty'}"):
-        main(["bench", "--model", "dino-tiny", "--data-root", str(tmp_path / "empty"), "--results",
-              str(tmp_path / "r")])
+    assert main(["bench", "--model", "dino-tiny", "--data-root", str(tmp_path / "empty"), "--results",
+                 str(tmp_path / "r")]) == 2
+    assert f"no task to run: no dataset found under {tmp_path / 'empty'}" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing written
 
 

@@ -111,11 +111,15 @@ def test_bad_inputs(tmp_path):
     rng = np.random.default_rng(0)
     for _ in range(50):  # random bytes break the unpickler in many ways (once an IndexError escaped)
         garbage.write_bytes(rng.bytes(int(rng.integers(1, 4096))))
-        with pytest.raises(CheckpointError, match="random.pth"):
+        with pytest.raises(CheckpointError, match="random.pth") as error:
             load_model(garbage, method="mae", num_heads=4)
-    missing = tmp_path / "nope" / "x.pth"
-    with pytest.raises(KeyError, match="unknown model"):
-        load_model(missing, method="mae", num_heads=4)
+        assert "weights_only" not in str(error.value)  # never torch's advice to load unsafely
+    with pytest.raises(FileNotFoundError, match="checkpoint file .*nope/x.pth not found"):
+        load_model(tmp_path / "nope" / "x.pth", method="mae", num_heads=4)
+    with pytest.raises(KeyError, match="unknown model 'dino-vits17'"):  # a name, not a path: the registry's
+        load_model("dino-vits17")
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_model(tmp_path, method="mae", num_heads=4)
 
 
 class Foreign:  # a global outside the allow-list

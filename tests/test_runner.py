@@ -1,4 +1,5 @@
-"""benchmark/runner.py: which records a run needs, which feature each classifier reads, and what a record holds."""
+"""benchmark/runner.py: which records a run wants, which feature each classifier reads, record paths and identity,
+and what a record holds."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ import pytest
 from benchmark.features import default_workers
 from benchmark.runner import RunContext
 from model_zoo import REGISTRY, load_model
+from model_zoo.errors import NonFiniteError
 
 
 @pytest.fixture(scope="module")
@@ -16,32 +18,53 @@ def msn():
     return load_model("msn-tiny")  # bundled: low-shot feature cls_prenorm, k-NN feature cls
 
 
+TASK = SimpleNamespace(name="embedded-lowshot", family="classification", main_score="top1")
+
+
 def test_each_classifier_reads_its_own_feature_of_the_eval_config(tmp_path, msn):
     ctx = RunContext(tmp_path)
     assert [ctx.feature_for(msn, c) for c in ("logreg", "knn", "linear")] == ["cls_prenorm", "cls", "patch"]
-    assert [ctx._classifier_id(msn, c) for c in ("logreg", "knn", "linear")] == ["logreg", "knn", "linear"]
+    assert [ctx.classifier_id(msn, c) for c in ("logreg", "knn", "linear")] == ["logreg", "knn", "linear"]
     other = RunContext(tmp_path, feature="cls_prenorm")  # --feature: every classifier reads it, ids say so
     assert [other.feature_for(msn, c) for c in ("logreg", "knn")] == ["cls_prenorm", "cls_prenorm"]
-    assert [other._classifier_id(msn, c) for c in ("logreg", "knn")] == ["logreg", "knn@cls_prenorm"]
-    assert RunContext(tmp_path, feature="patch_last4")._classifier_id(msn, "linear") == "linear@patch_last4"
+    assert [other.classifier_id(msn, c) for c in ("logreg", "knn")] == ["logreg", "knn@cls_prenorm"]
+    assert RunContext(tmp_path, feature="patch_last4").classifier_id(msn, "linear") == "linear@patch_last4"
+    cv = RunContext(tmp_path, lambd="cv")  # the user's λ rule shows in the id of the classifiers it changes
+    assert [cv.classifier_id(msn, c) for c in ("logreg", "knn")] == ["logreg λ=cv", "knn"]
 
 
-def test_needs_follows_filters_existing_records_and_overwrite(tmp_path, msn):
+def test_filters_record_paths_and_identity(tmp_path, msn):
     ctx = RunContext(tmp_path, classifiers=("logreg",), settings=("5img",))
-    assert ctx.needs(msn, "embedded-lowshot", "5img", 1, "logreg")
-    assert not ctx.needs(msn, "embedded-lowshot", "5img", 1, "knn")  # not asked for
-    assert not ctx.needs(msn, "embedded-lowshot", "1img", 1, "logreg")
-    task = SimpleNamespace(name="embedded-lowshot", family="classification", main_score="top1")
-    path = ctx.write(msn, task, "5img", 1, "logreg", {"top1": 12.5}, {"feature": "cls_prenorm"})
-    assert not ctx.needs(msn, "embedded-lowshot", "5img", 1, "logreg")  # done: skipped
-    assert ctx.needs(msn, "embedded-lowshot", "5img", 2, "logreg")  # another seed is another record
-    assert RunContext(tmp_path, overwrite=True).needs(msn, "embedded-lowshot", "5img", 1, "logreg")
-    assert RunContext(tmp_path, feature="cls").needs(msn, "embedded-lowshot", "5img", 1, "logreg")  # other id
-    record = json.loads(path.read_text())
+    assert ctx.wanted("5img", "logreg") and not ctx.wanted("5img", "knn") and not ctx.wanted("1img", "logreg")
+    path = ctx.record_path(msn, TASK.name, "5img", 1, "logreg", "0123456789abcdef")
+    assert path == tmp_path / "msn-tiny" / "embedded-lowshot" / "5img-seed1__logreg__01234567.json"
+    assert not ctx.is_done(path, "id-1")
+    ctx.write(path, msn, TASK, "5img", 1, "logreg", {"top1": 12.5}, {"identity": "id-1", "feature": "cls_prenorm"})
+    assert ctx.is_done(path, "id-1")
+    assert not ctx.is_done(path, "id-2")  # same configuration, other data (e.g. images replaced): computed again
+    assert not RunContext(tmp_path, overwrite=True).is_done(path, "id-1")
+    path.write_text("{garbled")
+    assert not ctx.is_done(path, "id-1")  # an unreadable record is computed again, never trusted
+    record_file = ctx.write(path, msn, TASK, "5img", 1, "logreg", {"top1": 12.5}, {"identity": "id-1"})
+    record = json.loads(record_file.read_text())
     assert (record["model"], record["method"], record["classifier"], record["main_score"]) == \
         ("msn-tiny", "msn", "logreg", "top1")
     assert record["checkpoint_sha256"] == REGISTRY["msn-tiny"].sha256 and record["architecture"]["num_heads"] == 3
     assert "torch" in record["environment"]["packages"] and record["metrics"] == {"top1": 12.5}
+
+
+def test_a_non_finite_metric_is_never_written(tmp_path, msn):
+    ctx = RunContext(tmp_path)
+    path = ctx.record_path(msn, TASK.name, "5img", 1, "logreg", "0123456789abcdef")
+    with pytest.raises(NonFiniteError, match="msn-tiny embedded-lowshot 5img seed 1 logreg.*inf"):
+        ctx.write(path, msn, TASK, "5img", 1, "logreg", {"top1": float("inf")}, {})
+    assert not path.exists()
+
+
+def test_model_config_holds_what_decides_the_features(msn):
+    config = RunContext.model_config(msn)
+    assert config["checkpoint_sha256"] == REGISTRY["msn-tiny"].sha256 and config["method"] == "msn"
+    assert config["architecture"]["num_heads"] == 3 and config["eval_config"]["lowshot_feature"] == "cls_prenorm"
 
 
 def test_workers_default_from_the_machine(tmp_path):

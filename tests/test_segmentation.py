@@ -283,7 +283,7 @@ def test_voc_layout_masks_and_evaluation(tmp_path):
     np.testing.assert_array_equal(masks[1], np.array(Image.fromarray(raw).resize((96, 64), Image.NEAREST))[:, 16:80])
     assert set(np.unique(masks)) == {0, 15, 255}
     # A second call reads the cache file: the masks are never loaded again, and the array maps that file.
-    (cached,) = (tmp_path / "features" / "masks").rglob("*.npy")
+    (cached,) = (tmp_path / "features").rglob("*.npy")
     def no_mask(i):
         raise AssertionError("train_masks reloaded a mask instead of reading its cache file")
     data.train.load_mask = no_mask

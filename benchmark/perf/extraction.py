@@ -21,7 +21,9 @@ import torch
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 
-from benchmark.features import FeatureCache, TransformSpec
+from benchmark.features import FeatureCache
+from model_zoo.files import digest
+from model_zoo.transforms import TransformSpec
 from model_zoo.extractor import FeatureExtractor, ModelInfo
 from model_zoo.formats import Architecture
 from model_zoo.registry import ARCHS, METHODS
@@ -49,6 +51,9 @@ class InMemoryImages:
 
     def load_image(self, i):
         return self.images[i]
+
+    def fingerprint(self, indices, masks: bool = False) -> str:  # fresh images of a fresh cache each time
+        return digest([self.names[int(i)] for i in indices])
 
 
 class JpegFolder(InMemoryImages):

@@ -18,12 +18,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler
 
+from ..transforms import to_rgb
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
 
 def to_square_uint8(image: Image.Image, size: int) -> torch.Tensor:
     """PIL image -> uint8 [3, size, size]: shorter side resized to size (bicubic), center crop."""
-    image = image.convert("RGB")
+    image = to_rgb(image)
     w, h = image.size
     if (w, h) != (size, size):
         scale = size / min(w, h)
@@ -60,7 +62,8 @@ class ImageFolderImages(Dataset):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"--data {root}: not a directory (or pass 'embedded')")
-        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(root).parts))  # hidden
         if max_images:
             self.files = self.files[:max_images]
         if not self.files:

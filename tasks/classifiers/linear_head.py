@@ -21,6 +21,10 @@ EPOCHS = 20
 MIN_STEPS, MAX_STEPS = 200, 5_000
 HOLDOUT_FRACTION, HOLDOUT_MIN_IMAGES = 0.2, 5
 LOSS_CHUNK_ELEMENTS = 2**25  # upsampled logits computed at once in training (~128 MiB each in float32)
+# What every head's training shares (part of each record's identity; the per-task budget is added to it).
+HEAD_PROTOCOL = {"optimizer": "AdamW(0.9, 0.999)", "weight_decay": WEIGHT_DECAY, "batch_size": BATCH_SIZE,
+                 "epochs": EPOCHS, "schedule": "poly(1.0)", "holdout": [HOLDOUT_FRACTION, HOLDOUT_MIN_IMAGES],
+                 "default_lr": DEFAULT_LR}
 
 
 def bilinear_taps(in_size: int, out_size: int):

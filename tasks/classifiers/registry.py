@@ -9,11 +9,13 @@ and returns `(estimator, record fields)`; the estimator scores prepared evaluati
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
+from model_zoo.errors import UnknownNameError
+
 from .knn import KNNClassifier
-from .linear_head import fit_linear_head
+from .linear_head import HEAD_PROTOCOL, fit_linear_head
 from .logistic import LogisticRegression, preprocess
 from .selection import choose_lambda
 
@@ -27,6 +29,11 @@ class ClassifierSpec:
     hyperparameters: str  # how the hyper-parameters are chosen
     prepare: Callable  # raw features -> estimator inputs (training and evaluation alike)
     fit: Callable
+    # (task, run context) -> what decides its numbers besides the data and the features: part of every record's
+    # identity, so a rerun under another rule never reports an old number
+    rule: Callable = lambda task, ctx: {}
+    # run context -> how a user's choice shows in the record's classifier id (e.g. "λ=cv"), "" when none
+    variant: Callable = lambda ctx: ""
 
 
 def _fit_logreg(X, y, mask=None, policy=None, kind="shots", requested_lambd=None, device="cpu"):
@@ -47,17 +54,35 @@ def _identity(X):
     return X
 
 
+def _logreg_rule(task, ctx) -> dict:
+    solver = LogisticRegression()
+    return {"lambda_policy": asdict(task.lambda_policy), "lambd": ctx.lambd,
+            "solver": {"tol": solver.tol, "max_iter": solver.max_iter, "dtype": str(solver.dtype)}}
+
+
+def _knn_rule(task, ctx) -> dict:
+    knn = KNNClassifier()
+    return {"k": knn.k, "temperature": knn.temperature}
+
+
+def _linear_rule(task, ctx) -> dict:
+    return {"lr_grid": list(task.lr_grid), "min_steps": task.min_steps, "max_steps": task.max_steps,
+            "steps": task.steps, "head": HEAD_PROTOCOL}
+
+
 CLASSIFIERS: dict[str, ClassifierSpec] = {c.name: c for c in [
     ClassifierSpec("logreg", "L2 logistic regression, no intercept, λ/N (cyanure's objective), torch L-BFGS",
                    lambda config: config.lowshot_feature, "per-sample centring + L2",
                    "λ: the task's literature value, or 3-fold cross-validation on the labelled subset",
-                   preprocess, _fit_logreg),
+                   preprocess, _fit_logreg, _logreg_rule,
+                   lambda ctx: "" if ctx.lambd is None else f"λ={ctx.lambd}"),
     ClassifierSpec("knn", "DINO's weighted k-NN: cosine, k = 20, T = 0.07, votes exp(sim / T)",
                    lambda config: config.knn_feature, "L2", "DINO eval_knn.py defaults (k = 20, T = 0.07)",
-                   _identity, _fit_knn),
+                   _identity, _fit_knn, _knn_rule),
     ClassifierSpec("linear", "segmentation head: BatchNorm + 1x1 convolution on patch tokens, AdamW",
                    lambda config: "patch", "none (BatchNorm in the head)",
-                   "learning rate by held-out mIoU on 20 % of the labelled subset", _identity, fit_linear_head),
+                   "learning rate by held-out mIoU on 20 % of the labelled subset", _identity, fit_linear_head,
+                   _linear_rule),
 ]}
 
 
@@ -65,4 +90,4 @@ def get_classifier(name: str) -> ClassifierSpec:
     try:
         return CLASSIFIERS[name]
     except KeyError:
-        raise KeyError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}") from None
+        raise UnknownNameError(f"unknown classifier {name!r}; known: {', '.join(CLASSIFIERS)}") from None

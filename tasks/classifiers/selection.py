@@ -90,7 +90,6 @@ class LambdaPolicy:
     grid: tuple[float, ...]  # candidates of the cross-validation
     cross_validate: bool = False  # the task's default; `--lambd cv` forces it, a number replaces it
     folds: int = 3
-    cv_max_iter: int | None = None  # CV fits may stop early: ranking λ needs less precision than the final fit
 
     def default(self, kind: str) -> float:
         return self.literature.get(kind, DEFAULT_LAMBDA)
@@ -106,9 +105,8 @@ def choose_lambda(policy: LambdaPolicy, kind: str, X, y, mask=None, requested: f
         return default, f"literature default ({policy.source})"
     if len(X) < 2 * policy.folds:
         return default, f"default {default}: {len(X)} labelled image(s) are too few for {policy.folds}-fold CV"
-    extra = {} if policy.cv_max_iter is None else {"max_iter": policy.cv_max_iter}
     best, scores = select_lambda(X, y, policy.grid, n_folds=policy.folds, seed=0, multilabel=multilabel,
-                                 mask=mask, default=default, **extra)
+                                 mask=mask, default=default)
     what = "mAP" if multilabel else "accuracy"
     return best, (f"{policy.folds}-fold cross-validation ({what}) on the labelled subset over {list(policy.grid)}: "
                   + ", ".join(f"{k}: {v:.2f}" for k, v in scores.items()))

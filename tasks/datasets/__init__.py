@@ -5,12 +5,15 @@ every task run offline); import the module you need, e.g.
 ``from tasks.datasets.synthetic import SyntheticScenes``.
 """
 
+from model_zoo.errors import BadInputError, MissingFileError
+from model_zoo.transforms import to_rgb
+
 # Label maps: this value marks pixels that are neither scored nor trained on (VOC's 255 border, ADE20K's raw 0
 # "other" after mmseg's reduce_zero_label). Every reader, the head and the metrics use this one value.
 IGNORE_INDEX = 255
 
 
-class SplitError(ValueError):
+class SplitError(BadInputError):
     """A split file or dataset listing that cannot be used as it is (the message names the file)."""
 
 
@@ -22,7 +25,7 @@ def read_name_list(path, parse=None) -> list[str]:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path} does not exist")
+        raise MissingFileError(f"split file {path} does not exist")
     try:
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
     except (OSError, UnicodeDecodeError) as e:
@@ -52,29 +55,34 @@ def find_dataset_folder(root, name: str, candidates, markers, hint: str = "") ->
     import os
 
     if not root:
-        raise FileNotFoundError("this task needs --data-root")
+        raise MissingFileError("this task needs --data-root")
     root_abs = os.path.abspath(os.path.expanduser(str(root)))
     if not os.path.isdir(root_abs):
-        raise FileNotFoundError(f"{name} root {root_abs} does not exist or is not a directory")
+        raise MissingFileError(f"{name} root {root_abs} does not exist or is not a directory")
     tried = [os.path.join(root_abs, c) if c else root_abs for c in candidates]
     for folder in tried:
         if all(os.path.exists(os.path.join(folder, m)) for m in markers):
             return os.path.realpath(folder)
-    raise FileNotFoundError(f"could not find {name} under {root_abs}: expected "
+    raise MissingFileError(f"could not find {name} under {root_abs}: expected "
                             f"{' and '.join(m + '/' for m in markers)} in one of {', '.join(tried)}" + hint)
 
 
+def is_hidden(name: str) -> bool:
+    """Hidden files and folders (`.DS_Store`, macOS AppleDouble `._x.JPEG`, `.ipynb_checkpoints`): never data."""
+    return name.startswith(".")
+
+
 def load_rgb(path):
-    """An image file as RGB; a missing or unreadable file is an error naming it."""
+    """An image file as 8-bit RGB (`to_rgb`); a missing, truncated or unreadable file is an error naming it."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except FileNotFoundError:
-        raise FileNotFoundError(f"image {path} does not exist") from None
+        raise MissingFileError(f"image {path} does not exist") from None
     except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+        raise BadInputError(f"cannot read image {path}: {exc}") from None
 
 
 def read_label_png(path):
@@ -86,13 +94,34 @@ def read_label_png(path):
         with Image.open(path) as im:
             return im.mode, np.array(im)
     except FileNotFoundError:
-        raise FileNotFoundError(f"label map {path} does not exist") from None
+        raise MissingFileError(f"label map {path} does not exist") from None
     except OSError as exc:
-        raise ValueError(f"cannot read label map {path}: {exc}") from exc
+        raise BadInputError(f"cannot read label map {path}: {exc}") from exc
 
 
 class NamedImages:
-    """Mixin for datasets with a `names` list and an `identity`: len() and index_of(name)."""
+    """Mixin for datasets with a `names` list, an `identity` and `image_path(i)` (and `mask_path(i)` for
+    segmentation): len(), index_of(name) and fingerprint(indices)."""
+
+    def fingerprint(self, indices, masks: bool = False) -> str:
+        """Digest of the images' names, file sizes and modification times (with `masks=True` their label maps'
+        too): it changes when a file is replaced in place, so cached features and records never outlive it."""
+        import os
+
+        import numpy as np
+
+        from model_zoo.files import digest
+
+        indices = np.asarray(indices, np.int64)
+        memo = self.__dict__.setdefault("_fingerprints", {})
+        key = (digest(indices.tolist()), masks)
+        if key not in memo:
+            def stat(path):
+                st = os.stat(path)
+                return [st.st_size, st.st_mtime_ns]
+            memo[key] = digest([[self.names[i], *stat(self.image_path(i)), *(stat(self.mask_path(i)) if masks else [])]
+                                for i in indices.tolist()])
+        return memo[key]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -133,4 +162,7 @@ class FirstImages:
 
     def load_mask(self, i):
         return self.source.load_mask(i)
+
+    def fingerprint(self, indices, masks: bool = False) -> str:
+        return self.source.fingerprint(indices, masks)
 

@@ -23,7 +23,8 @@ import os
 
 import numpy as np
 from PIL import Image
-from . import IGNORE_INDEX, NamedImages, find_dataset_folder, load_rgb, read_label_png
+from . import (IGNORE_INDEX, BadInputError, MissingFileError, NamedImages, find_dataset_folder, is_hidden, load_rgb,
+               read_label_png)
 
 __all__ = ["ADE20K_CLASSES", "ADE20KSegmentation", "reduce_zero_label"]
 
@@ -71,7 +72,7 @@ class ADE20KSegmentation(NamedImages):
 
     def __init__(self, root: str, split: str = "training"):
         if split not in ("training", "validation"):
-            raise ValueError(f"ADE20KSegmentation: split must be 'training' or 'validation', got {split!r}")
+            raise BadInputError(f"ADE20KSegmentation: split must be 'training' or 'validation', got {split!r}")
         self.split = split
         self.ade_dir = find_dataset_folder(root, "ADEChallengeData2016", ["ADEChallengeData2016", ""],
                                            ("images", "annotations"))
@@ -79,22 +80,24 @@ class ADE20KSegmentation(NamedImages):
         self.mask_dir = os.path.join(self.ade_dir, "annotations", split)
         for d in (self.image_dir, self.mask_dir):
             if not os.path.isdir(d):
-                raise FileNotFoundError(f"ADE20K folder {d} does not exist")
+                raise MissingFileError(f"ADE20K folder {d} does not exist")
         # stem -> file name as on disk
-        self._image_files = {os.path.splitext(f)[0]: f for f in os.listdir(self.image_dir) if f.lower().endswith(".jpg")}
-        self._mask_files = {os.path.splitext(f)[0]: f for f in os.listdir(self.mask_dir) if f.lower().endswith(".png")}
+        self._image_files = {os.path.splitext(f)[0]: f for f in os.listdir(self.image_dir)
+                             if f.lower().endswith(".jpg") and not is_hidden(f)}
+        self._mask_files = {os.path.splitext(f)[0]: f for f in os.listdir(self.mask_dir)
+                            if f.lower().endswith(".png") and not is_hidden(f)}
         images, masks = set(self._image_files), set(self._mask_files)
         if not images:
-            raise FileNotFoundError(f"ADE20K folder {self.image_dir} contains no .jpg image")
+            raise MissingFileError(f"ADE20K folder {self.image_dir} contains no .jpg image")
         no_mask = sorted(images - masks)
         if no_mask:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(no_mask)} ADE20K image(s) have no annotation, e.g. {os.path.join(self.image_dir, no_mask[0] + '.jpg')} "
                 f"(expected {os.path.join(self.mask_dir, no_mask[0] + '.png')})"
             )
         no_image = sorted(masks - images)
         if no_image:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(no_image)} ADE20K annotation(s) have no image, e.g. {os.path.join(self.mask_dir, no_image[0] + '.png')} "
                 f"(expected {os.path.join(self.image_dir, no_image[0] + '.jpg')})"
             )
@@ -115,9 +118,9 @@ class ADE20KSegmentation(NamedImages):
         path = self.mask_path(i)
         mode, raw = read_label_png(path)
         if raw.ndim != 2:
-            raise ValueError(f"annotation {path} has PIL mode {mode!r} and shape {raw.shape}: expected a single-channel PNG")
+            raise BadInputError(f"annotation {path} has PIL mode {mode!r} and shape {raw.shape}: expected a single-channel PNG")
         if raw.max(initial=0) > self.num_classes:
-            raise ValueError(
+            raise BadInputError(
                 f"annotation {path} has raw values up to {int(raw.max())}; ADE20K labels are 0..{self.num_classes}"
             )
         return reduce_zero_label(raw)

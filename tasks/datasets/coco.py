@@ -31,7 +31,7 @@ import os
 
 import numpy as np
 from PIL import Image
-from . import NamedImages, load_rgb
+from . import BadInputError, MissingFileError, NamedImages, load_rgb
 
 __all__ = ["COCOMultiLabel", "NUM_COCO_CLASSES"]
 
@@ -40,16 +40,16 @@ NUM_COCO_CLASSES = 80
 
 def _require(d, key, path, where):
     if not isinstance(d, dict):
-        raise ValueError(f"malformed COCO annotation file {path}: {where} is not a JSON object")
+        raise BadInputError(f"malformed COCO annotation file {path}: {where} is not a JSON object")
     if key not in d:
-        raise ValueError(f"malformed COCO annotation file {path}: {where} has no {key!r} key")
+        raise BadInputError(f"malformed COCO annotation file {path}: {where} has no {key!r} key")
     return d[key]
 
 
 def _require_int(d, key, path, where):
     v = _require(d, key, path, where)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"malformed COCO annotation file {path}: {where}[{key!r}] = {v!r} is not an integer")
+        raise BadInputError(f"malformed COCO annotation file {path}: {where}[{key!r}] = {v!r} is not an integer")
     return v
 
 
@@ -63,39 +63,39 @@ class COCOMultiLabel(NamedImages):
 
     def __init__(self, root: str, split: str = "train2014"):
         if split not in ("train2014", "val2014"):
-            raise ValueError(f"COCOMultiLabel: split must be 'train2014' or 'val2014', got {split!r}")
+            raise BadInputError(f"COCOMultiLabel: split must be 'train2014' or 'val2014', got {split!r}")
         root_abs = os.path.abspath(os.path.expanduser(str(root)))
         if not os.path.isdir(root_abs):
-            raise FileNotFoundError(f"COCO root {root_abs} does not exist or is not a directory")
+            raise MissingFileError(f"COCO root {root_abs} does not exist or is not a directory")
         self.root = os.path.realpath(root_abs)
         self.split = split
         self.ann_file = os.path.join(self.root, "annotations", f"instances_{split}.json")
         self.image_dir = os.path.join(self.root, split)
         path = self.ann_file
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"COCO annotation file {path} does not exist")
+            raise MissingFileError(f"COCO annotation file {path} does not exist")
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"malformed COCO annotation file {path}: {exc}") from exc
+            raise BadInputError(f"malformed COCO annotation file {path}: {exc}") from exc
 
         images = _require(data, "images", path, "the top level")
         anns = _require(data, "annotations", path, "the top level")
         cats = _require(data, "categories", path, "the top level")
         for key, val in (("images", images), ("annotations", anns), ("categories", cats)):
             if not isinstance(val, list):
-                raise ValueError(f"malformed COCO annotation file {path}: {key!r} is not a list")
+                raise BadInputError(f"malformed COCO annotation file {path}: {key!r} is not a list")
 
         cat_names = {}
         for k, cat in enumerate(cats):
             cid = _require_int(cat, "id", path, f"categories[{k}]")
             name = _require(cat, "name", path, f"categories[{k}]")
             if cid in cat_names:
-                raise ValueError(f"malformed COCO annotation file {path}: category id {cid} appears twice")
+                raise BadInputError(f"malformed COCO annotation file {path}: category id {cid} appears twice")
             cat_names[cid] = str(name)
         if len(cat_names) != NUM_COCO_CLASSES:
-            raise ValueError(
+            raise BadInputError(
                 f"COCO annotation file {path} has {len(cat_names)} categories, expected {NUM_COCO_CLASSES} "
                 "(is it an instances_*.json file?)"
             )
@@ -108,17 +108,17 @@ class COCOMultiLabel(NamedImages):
             iid = _require_int(img, "id", path, f"images[{k}]")
             fname = _require(img, "file_name", path, f"images[{k}]")
             if not isinstance(fname, str) or not fname:
-                raise ValueError(f"malformed COCO annotation file {path}: images[{k}]['file_name'] = {fname!r}")
+                raise BadInputError(f"malformed COCO annotation file {path}: images[{k}]['file_name'] = {fname!r}")
             if iid in file_names:
-                raise ValueError(f"malformed COCO annotation file {path}: image id {iid} appears twice")
+                raise BadInputError(f"malformed COCO annotation file {path}: image id {iid} appears twice")
             file_names[iid] = fname
         if not file_names:
-            raise ValueError(f"COCO annotation file {path} lists no images")
+            raise BadInputError(f"COCO annotation file {path} lists no images")
         self.image_ids = np.array(sorted(file_names), dtype=np.int64)
         self.file_names = [file_names[int(i)] for i in self.image_ids]
         self.names = [os.path.splitext(os.path.basename(f))[0] for f in self.file_names]
         if len(set(self.names)) != len(self.names):
-            raise ValueError(f"COCO annotation file {path}: several images share a file name")
+            raise BadInputError(f"COCO annotation file {path}: several images share a file name")
         row = {int(iid): r for r, iid in enumerate(self.image_ids)}
 
         self.targets = np.zeros((len(self.names), len(self.classes)), dtype=np.float32)
@@ -126,20 +126,20 @@ class COCOMultiLabel(NamedImages):
             iid = _require_int(ann, "image_id", path, f"annotations[{k}]")
             cid = _require_int(ann, "category_id", path, f"annotations[{k}]")
             if iid not in row:
-                raise ValueError(f"malformed COCO annotation file {path}: annotations[{k}] refers to unknown image id {iid}")
+                raise BadInputError(f"malformed COCO annotation file {path}: annotations[{k}] refers to unknown image id {iid}")
             if cid not in cat_index:
-                raise ValueError(
+                raise BadInputError(
                     f"malformed COCO annotation file {path}: annotations[{k}] refers to unknown category id {cid}"
                 )
             self.targets[row[iid], cat_index[cid]] = 1.0  # iscrowd annotations count as positives
         self.ignore = np.zeros(self.targets.shape, dtype=np.bool_)
 
         if not os.path.isdir(self.image_dir):
-            raise FileNotFoundError(f"COCO image folder {self.image_dir} does not exist")
+            raise MissingFileError(f"COCO image folder {self.image_dir} does not exist")
         present = set(os.listdir(self.image_dir))
         missing = [f for f in self.file_names if f not in present]
         if missing:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{len(missing)} image(s) listed in {path} are missing from {self.image_dir}, "
                 f"e.g. {os.path.join(self.image_dir, missing[0])}"
             )

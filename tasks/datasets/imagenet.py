@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import NamedImages, SplitError, load_rgb, read_name_list
+from . import MissingFileError, NamedImages, SplitError, is_hidden, load_rgb, read_name_list
 
 IMG_EXTENSIONS = (".jpeg", ".jpg", ".png")
 _MSN = "https://raw.githubusercontent.com/facebookresearch/msn/main"
@@ -75,7 +75,8 @@ def read_split(path: str | Path, classes: list[str], images_per_class: int | Non
 
 def _list_images(folder: Path) -> list[str]:
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_file() and e.name.lower().endswith(IMG_EXTENSIONS))
+        return sorted(e.name for e in it if e.is_file() and not is_hidden(e.name)
+                      and e.name.lower().endswith(IMG_EXTENSIONS))
 
 
 class ImageFolderSplit(NamedImages):
@@ -89,7 +90,7 @@ class ImageFolderSplit(NamedImages):
         self.root = Path(root).expanduser().resolve()
         self.folder = self.root / split
         if not self.folder.is_dir():
-            raise FileNotFoundError(f"{self.folder} does not exist: expected the ImageFolder layout "
+            raise MissingFileError(f"{self.folder} does not exist: expected the ImageFolder layout "
                                     f"<root>/{split}/<class>/<image>")
         self.split = split
         found = self.class_folders(self.folder)
@@ -124,8 +125,11 @@ class ImageFolderSplit(NamedImages):
     @staticmethod
     def class_folders(folder: Path) -> list[str]:
         if not Path(folder).is_dir():
-            raise FileNotFoundError(f"{folder} does not exist: expected the ImageFolder layout <root>/<split>/<class>/<image>")
-        return sorted(d.name for d in os.scandir(folder) if d.is_dir())
+            raise MissingFileError(f"{folder} does not exist: expected the ImageFolder layout <root>/<split>/<class>/<image>")
+        return sorted(d.name for d in os.scandir(folder) if d.is_dir() and not is_hidden(d.name))
+
+    def image_path(self, i: int) -> Path:
+        return self.folder / self.relpaths[i]
 
     def load_image(self, i: int) -> Image.Image:
-        return load_rgb(self.folder / self.relpaths[i])
+        return load_rgb(self.image_path(i))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model_zoo.files import atomic_write_text
+from model_zoo.files import atomic_write_text, digest
 
 from .synthetic_render import (_TEX_CRC, CLASSES, SCENES, SPLITS, TASKS, TEST_PER_CLASS, TRAIN_PER_CLASS, VERSION,
                                _bank, _multilabel_targets, render_scene)
@@ -90,6 +90,10 @@ class SyntheticScenes:
         if self._last[0] != i:   # load_image then load_mask of the same i renders once
             self._last = (i, render_scene(self.task, self.split, i, self.image_size))
         return self._last[1]
+
+    def fingerprint(self, indices, masks: bool = False) -> str:
+        """The images are a pure function of `identity` and their index: their names say it all."""
+        return digest([self.names[int(i)] for i in indices])
 
     def load_image(self, i):
         return Image.fromarray(self._render(i)[0], "RGB")

@@ -26,7 +26,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 from PIL import Image
-from . import IGNORE_INDEX, NamedImages, find_dataset_folder, load_rgb, read_label_png, read_name_list
+from . import (IGNORE_INDEX, BadInputError, MissingFileError, NamedImages, find_dataset_folder, load_rgb, read_label_png,
+               read_name_list)
 
 __all__ = ["VOC_CLASSES", "VOC_SEG_CLASSES", "VOC2007MultiLabel", "VOC2012Segmentation", "resolve_voc_dir"]
 
@@ -68,12 +69,12 @@ def read_voc_list(path: str) -> list[str]:
 
 def _check_files_exist(folder: str, names: list[str], ext: str, what: str, split_file: str) -> None:
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{what} folder {folder} does not exist")
+        raise MissingFileError(f"{what} folder {folder} does not exist")
     present = set(os.listdir(folder))
     missing = [n for n in names if n + ext not in present]
     if missing:
         first = os.path.join(folder, missing[0] + ext)
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(missing)} {what} file(s) listed in {split_file} are missing, e.g. {first}"
             + (f" (also {', '.join(m + ext for m in missing[1:4])}...)" if len(missing) > 1 else "")
         )
@@ -90,24 +91,24 @@ def parse_voc_xml(path: str) -> list[tuple[str, bool]]:
     try:
         tree = ET.parse(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"VOC annotation {path} does not exist") from None
+        raise MissingFileError(f"VOC annotation {path} does not exist") from None
     except ET.ParseError as exc:
-        raise ValueError(f"malformed VOC annotation {path}: {exc}") from exc
+        raise BadInputError(f"malformed VOC annotation {path}: {exc}") from exc
     root = tree.getroot()
     if root.tag != "annotation":
-        raise ValueError(f"malformed VOC annotation {path}: root element is <{root.tag}>, expected <annotation>")
+        raise BadInputError(f"malformed VOC annotation {path}: root element is <{root.tag}>, expected <annotation>")
     objects = []
     for k, obj in enumerate(root.findall("object")):
         name = obj.findtext("name")
         if name is None or not name.strip():
-            raise ValueError(f"malformed VOC annotation {path}: object #{k} has no <name>")
+            raise BadInputError(f"malformed VOC annotation {path}: object #{k} has no <name>")
         name = name.strip()
         if name not in VOC_CLASSES:
-            raise ValueError(f"malformed VOC annotation {path}: object #{k} has unknown class {name!r}")
+            raise BadInputError(f"malformed VOC annotation {path}: object #{k} has unknown class {name!r}")
         diff = obj.findtext("difficult")
         diff = "0" if diff is None else diff.strip()
         if diff not in ("0", "1"):
-            raise ValueError(f"malformed VOC annotation {path}: object #{k} has <difficult>{diff}</difficult>")
+            raise BadInputError(f"malformed VOC annotation {path}: object #{k} has <difficult>{diff}</difficult>")
         objects.append((name, diff == "1"))
     return objects
 
@@ -127,7 +128,7 @@ class VOC2007MultiLabel(NamedImages):
 
     def __init__(self, root: str, split: str = "trainval"):
         if split not in ("trainval", "test"):
-            raise ValueError(f"VOC2007MultiLabel: split must be 'trainval' or 'test', got {split!r}")
+            raise BadInputError(f"VOC2007MultiLabel: split must be 'trainval' or 'test', got {split!r}")
         self.split = split
         self.voc_dir = resolve_voc_dir(root, "2007")
         self.image_dir = os.path.join(self.voc_dir, "JPEGImages")
@@ -176,9 +177,9 @@ class VOC2012Segmentation(NamedImages):
 
     def __init__(self, root: str, split: str = "train", use_sbd_aug: bool = False):
         if split not in ("train", "val"):
-            raise ValueError(f"VOC2012Segmentation: split must be 'train' or 'val', got {split!r}")
+            raise BadInputError(f"VOC2012Segmentation: split must be 'train' or 'val', got {split!r}")
         if use_sbd_aug and split != "train":
-            raise ValueError("VOC2012Segmentation: use_sbd_aug=True only applies to split='train'")
+            raise BadInputError("VOC2012Segmentation: use_sbd_aug=True only applies to split='train'")
         self.split = split
         self.use_sbd_aug = bool(use_sbd_aug)
         self.voc_dir = resolve_voc_dir(root, "2012")
@@ -189,7 +190,7 @@ class VOC2012Segmentation(NamedImages):
             self.mask_dir = os.path.join(self.voc_dir, "SegmentationClassAug")
             for p in (split_file, self.mask_dir):
                 if not os.path.exists(p):
-                    raise FileNotFoundError(
+                    raise MissingFileError(
                         f"use_sbd_aug=True but {p} does not exist: the SBD-augmented set needs "
                         "ImageSets/Segmentation/train_aug.txt and SegmentationClassAug/ inside VOC2012"
                     )
@@ -203,7 +204,7 @@ class VOC2012Segmentation(NamedImages):
             if os.path.isfile(val_file):
                 leak = sorted(set(self.names) & set(read_voc_list(val_file)))
                 if leak:
-                    raise ValueError(
+                    raise BadInputError(
                         f"{split_file} contains {len(leak)} image(s) of the validation list {val_file}, "
                         f"e.g. {leak[:3]}"
                     )
@@ -224,13 +225,13 @@ class VOC2012Segmentation(NamedImages):
         path = self.mask_path(i)
         mode, mask = read_label_png(path)
         if mode not in ("P", "L") or mask.ndim != 2:
-            raise ValueError(
+            raise BadInputError(
                 f"mask {path} has PIL mode {mode!r}: expected a palette ('P') or grayscale ('L') PNG "
                 "whose pixel values are class indices"
             )
         bad = (mask > self.num_classes - 1) & (mask != IGNORE_INDEX)
         if bad.any():
-            raise ValueError(
+            raise BadInputError(
                 f"mask {path} has values {np.unique(mask[bad])[:5].tolist()} outside 0..{self.num_classes - 1} "
                 f"and {IGNORE_INDEX}"
             )
