@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from model_zoo.errors import BadInputError, LowshotError, MissingFileError, one_line
@@ -295,27 +297,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warnings() -> None:
-    """The suite's own warnings as one line each (`lowshot: warning: ...`), without the source line."""
-    import warnings
-
+@contextlib.contextmanager
+def _warnings_on_stderr():
+    """The suite's own warnings as one line each on this command's stderr (`lowshot: warning: ...`), even
+    where a caller (pytest, a notebook) records or hides warnings; other warnings go where they went."""
     from model_zoo.errors import LowshotWarning
 
-    default = warnings.formatwarning
+    with warnings.catch_warnings():
+        others = warnings.showwarning
+        warnings.simplefilter("default", LowshotWarning)
 
-    def format(message, category, filename, lineno, line=None):
-        if issubclass(category, LowshotWarning):
-            return f"lowshot: warning: {message}\n"
-        return default(message, category, filename, lineno, line)
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, LowshotWarning):
+                print(f"lowshot: warning: {message}", file=sys.stderr)
+            else:
+                others(message, category, filename, lineno, file, line)
 
-    warnings.formatwarning = format
+        warnings.showwarning = show
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a verb. An error in what the user gave is one line on stderr and exit code 2 (`--debug`: the
     traceback); finished records are kept on any error or interruption."""
     args = build_parser().parse_args(argv)
-    _one_line_warnings()
+    with _warnings_on_stderr():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except LowshotError as e:
