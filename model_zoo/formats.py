@@ -15,7 +15,8 @@ import torch
 
 from .safe_load import CheckpointError
 
-BACKBONE = re.compile(r"^(cls_token|pos_embed|patch_embed\.|blocks\.\d+\.|norm\.)")
+BACKBONE = re.compile(r"^(cls_token|pos_embed|register_tokens|storage_tokens|rope_embed\.periods|patch_embed\.|"
+                      r"blocks\.\d+\.|norm\.)")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ LAYOUTS: dict[str, Layout] = {l.name: l for l in [
     Layout("msn", "MSN *.pth.tar: target_encoder/encoder with projection head fc", None, "target_encoder",
            "encoder", ("module.",), r"fc\.", ("msn",)),
     Layout("lowshot", "lowshot-bench .safetensors: backbone (teacher) + config metadata", "state_dict"),
+    Layout("dinov2", "DINOv2 dinov2_vit*14[_reg4]_pretrain.pth: flat backbone, layer scale, optional registers",
+           drop=r"mask_token$", methods=("dinov2",)),
+    # 7B and SAT-493M files carry local_cls_norm, used only for local crops in training
+    Layout("dinov3", "DINOv3 dinov3_vit*16*_pretrain_*.pth: flat backbone, RoPE periods, storage tokens",
+           drop=r"(mask_token$|local_cls_norm\.)", methods=("dinov3",)),
 ]}
 
 
@@ -98,6 +104,10 @@ def detect_layout(ckpt) -> str:
     if "model" in keys and isinstance(ckpt["model"], dict):
         return "mae_full" if any(k.startswith("decoder_") for k in ckpt["model"]) else "mae_encoder"
     if "cls_token" in keys and any(k.startswith("blocks.") for k in keys):
+        if "storage_tokens" in keys or "rope_embed.periods" in keys:
+            return "dinov3"
+        if "register_tokens" in keys or any(k.endswith(".ls1.gamma") for k in keys):
+            return "dinov2"
         return "dino_backbone"
     raise CheckpointError(f"unrecognised checkpoint layout (top-level keys: {sorted(keys)[:12]}); "
                           f"pass layout= one of {sorted(LAYOUTS)}")
@@ -108,13 +118,28 @@ class Architecture:
     embed_dim: int
     depth: int
     patch_size: int
-    grid: int  # pos-embed grid side of the checkpoint (img_size = grid * patch_size)
-    mlp_ratio: float
+    grid: int  # pos-embed grid side of the checkpoint (img_size = grid * patch_size); 0: no learned pos_embed
+    mlp_ratio: float  # first MLP layer's width / embed_dim (SwiGLU: the width of one of its two halves)
     qkv_bias: bool
+    num_registers: int = 0  # DINOv2 register / DINOv3 storage tokens
+    layer_scale: bool = False
+    ffn: str = "mlp"  # "mlp" (fc1 -> GELU -> fc2), "swiglu_packed" (DINOv2 w12 / w3), "swiglu" (DINOv3 w1, w2 / w3)
+    position: str = "learned"  # "learned" pos_embed or "rope" (DINOv3)
 
     @property
     def img_size(self) -> int:
         return self.grid * self.patch_size
+
+
+def _mlp_width(sd: dict) -> tuple[str, int]:
+    """The FFN kind and the width most blocks agree on (a mis-shaped tensor is then reported as itself)."""
+    kinds = {"mlp": ".mlp.fc1.weight", "swiglu_packed": ".mlp.w12.weight", "swiglu": ".mlp.w1.weight"}
+    for kind, suffix in kinds.items():
+        widths = Counter(v.shape[0] for k, v in sd.items() if k.endswith(suffix))
+        if widths:
+            width = widths.most_common(1)[0][0]
+            return kind, width // 2 if kind == "swiglu_packed" else width
+    raise KeyError("blocks.0.mlp.fc1.weight")
 
 
 def infer_architecture(sd: dict) -> Architecture:
@@ -123,18 +148,18 @@ def infer_architecture(sd: dict) -> Architecture:
         embed_dim = sd["cls_token"].shape[-1]
         depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
         patch_size = sd["patch_embed.proj.weight"].shape[-1]
-        n_patches = sd["pos_embed"].shape[1] - 1
-        # the MLP width most tensors agree on (fc1 rows, fc2 columns): a mis-shaped one is then reported as
-        # itself, not as every other block's tensors
-        widths = Counter([v.shape[0] for k, v in sd.items() if k.endswith(".mlp.fc1.weight")]
-                         + [v.shape[-1] for k, v in sd.items() if k.endswith(".mlp.fc2.weight")])
-        hidden = widths.most_common(1)[0][0]
+        rope = "rope_embed.periods" in sd
+        n_patches = 0 if rope else sd["pos_embed"].shape[1] - 1
+        ffn, hidden = _mlp_width(sd)
     except (KeyError, ValueError, IndexError) as e:
         raise CheckpointError(f"cannot infer the architecture: missing backbone key {e}") from None
     grid = math.isqrt(n_patches)
     if grid * grid != n_patches:
         raise CheckpointError(f"pos_embed has {n_patches} patch positions, not a square grid")
-    return Architecture(embed_dim, depth, patch_size, grid, hidden / embed_dim, "blocks.0.attn.qkv.bias" in sd)
+    extra = sd.get("register_tokens", sd.get("storage_tokens"))
+    return Architecture(embed_dim, depth, patch_size, grid, hidden / embed_dim, "blocks.0.attn.qkv.bias" in sd,
+                        num_registers=0 if extra is None else extra.shape[1],
+                        layer_scale="blocks.0.ls1.gamma" in sd, ffn=ffn, position="rope" if rope else "learned")
 
 
 def check_fits(model: torch.nn.Module, sd: dict, source: str) -> None:

@@ -52,6 +52,15 @@ METHODS: dict[str, EvalConfig] = {
     "msn": EvalConfig("msn", "cls_prenorm", "msn", "bilinear", None, eval_weights="target_encoder"),
     # MaskCluster (this project's pretraining, iBOT-style code): DINO rules, concatenated linear pooling.
     "maskcluster": EvalConfig("maskcluster", "cls", "dino", "bicubic", "concat"),
+    # DINOv2 eval/knn.py and log_regression.py: the final-norm CLS (`model(x)`); Resize(BICUBIC) + ImageNet
+    # normalisation; eval/linear.py's 1-block avgpool head reads [cls, mean of normed patch tokens] concatenated.
+    # Position rule: +0.1 scale factor without registers, size-based antialiased with them (pos_embed.py).
+    # Its own log-regression resizes to 224 / crops 224; this suite applies each task's protocol geometry to every
+    # model (ImageNet 256 / 224), so all models are compared on the same images.
+    "dinov2": EvalConfig("dinov2", "cls", "dinov2", "bicubic", "concat"),
+    # DINOv3 eval/knn.py, log_regression.py: the final-norm CLS; v2.Resize(BICUBIC); default linear eval
+    # n_last_blocks 1 with avgpool (concatenated). RoPE: nothing to resize.
+    "dinov3": EvalConfig("dinov3", "cls", "rope", "bicubic", "concat"),
 }
 
 
@@ -67,6 +76,9 @@ ARCHS: dict[str, tuple[int, int, int]] = {
     "vit_base": (768, 12, 12),
     "vit_large": (1024, 24, 16),
     "vit_huge": (1280, 32, 16),
+    "vit_giant2": (1536, 40, 24),  # DINOv2 ViT-g/14 (SwiGLU)
+    "vit_huge_plus": (1280, 32, 20),  # DINOv3 ViT-H+/16
+    "vit_7b": (4096, 40, 32),
 }
 
 
@@ -80,10 +92,19 @@ class ModelEntry:
     url: str | None = None
     sha256: str | None = None  # None: recorded in the cache manifest on first download
     bundled: str | None = None  # path of a checkpoint shipped inside the package (tiny models)
+    release_file: str | None = None  # no URL: the file name of a release handed out after a licence form
+    get_it: str = ""  # where such a release is obtained
     img_size: int = 224
     embed_dim: int = 0
     depth: int = 0
     num_heads: int = 0
+    # Block shape beyond the width (for the parameter count; the loader reads it from the file)
+    ffn: str = "mlp"  # "mlp", "swiglu_packed" (DINOv2 ViT-g), "swiglu" (DINOv3 plus / 7B)
+    mlp_hidden: int = 0  # 0: 4 x embed_dim (SwiGLU: the width of one half)
+    qkv_bias: bool = True
+    layer_scale: bool = False
+    num_registers: int = 0
+    rope: bool = False
     notes: str = ""
     eval_overrides: dict = field(default_factory=dict, compare=False)  # fields of EvalConfig that differ
 
@@ -109,21 +130,28 @@ class ModelEntry:
         if self.url:
             # Release files of different models share names (iBOT: checkpoint_teacher.pth): prefix the entry.
             return f"{self.name}--{self.url.rsplit('/', 1)[-1]}"
+        if self.release_file:
+            return self.release_file
         return Path(self.bundled or self.name).name
 
     @property
     def num_params(self) -> int:
-        """Backbone parameter count computed from the architecture (mlp_ratio 4, qkv bias)."""
+        """Backbone parameter count computed from the architecture."""
         d, p = self.embed_dim, self.patch_size
-        grid = (self.img_size // p) ** 2
-        block = 4 * d * d + 4 * d + 8 * d * d + 5 * d + 4 * d  # attn qkv+proj, mlp fc1+fc2, two norms
-        return 3 * p * p * d + d + d + (grid + 1) * d + self.depth * block + 2 * d
+        hidden = self.mlp_hidden or 4 * d
+        ffn = {"mlp": 2 * d * hidden + hidden + d}.get(self.ffn, 3 * d * hidden + 2 * hidden + d)
+        attn = 4 * d * d + (3 * d if self.qkv_bias else 0) + d
+        block = attn + ffn + 4 * d + (2 * d if self.layer_scale else 0)  # two norms, two layer scales
+        positions = 0 if self.rope else ((self.img_size // p) ** 2 + 1) * d
+        return 3 * p * p * d + d + d + self.num_registers * d + positions + self.depth * block + 2 * d
 
 
 _DINO = "https://dl.fbaipublicfiles.com/dino"
 _IBOT = "https://lf3-nlp-opensource.bytetos.com/obj/nlp-opensource/archive/2022/ibot"
 _MAE = "https://dl.fbaipublicfiles.com/mae/pretrain"
 _MSN = "https://dl.fbaipublicfiles.com/msn"
+_DINOV2 = "https://dl.fbaipublicfiles.com/dinov2"
+_DINOV3_FORM = "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/"
 
 _ENTRIES = [
     ModelEntry("dino-vits16", "dino", "vit_small", 16, "dino_backbone",
@@ -145,6 +173,22 @@ _ENTRIES = [
     ModelEntry("msn-vitl16", "msn", "vit_large", 16, "msn", f"{_MSN}/vitl16_600ep.pth.tar"),
     ModelEntry("msn-vitb4", "msn", "vit_base", 4, "msn", f"{_MSN}/vitb4_300ep.pth.tar"),
     ModelEntry("msn-vitl7", "msn", "vit_large", 7, "msn", f"{_MSN}/vitl7_200ep.pth.tar"),
+    *[ModelEntry(f"dinov2-{short}14{reg}", "dinov2", arch, 14, "dinov2",
+                 f"{_DINOV2}/dinov2_{short}14/dinov2_{short}14{reg.replace('-', '_')}_pretrain.pth", img_size=518,
+                 layer_scale=True, num_registers=4 if reg else 0, **ffn)
+      for short, arch, ffn in [("vits", "vit_small", {}), ("vitb", "vit_base", {}), ("vitl", "vit_large", {}),
+                               ("vitg", "vit_giant2", dict(ffn="swiglu_packed", mlp_hidden=4096))]
+      for reg in ("", "-reg4")],
+    # DINOv3 weights are handed out after a licence form: no URL; the hash in the file name is checked.
+    *[ModelEntry(f"dinov3-{short}16{plus}", "dinov3", arch, 16, "dinov3",
+                 release_file=f"dinov3_{short}16{plus}_pretrain_lvd1689m-{suffix}.pth", get_it=_DINOV3_FORM,
+                 layer_scale=True, num_registers=4, rope=True, **ffn)
+      for short, plus, arch, suffix, ffn in [
+          ("vits", "", "vit_small", "08c60483", {}),
+          ("vits", "plus", "vit_small", "4057cbaa", dict(ffn="swiglu", mlp_hidden=1536)),
+          ("vitb", "", "vit_base", "73cec8be", {}), ("vitl", "", "vit_large", "8aa4cbdd", {}),
+          ("vith", "plus", "vit_huge_plus", "7c1da9a5", dict(ffn="swiglu", mlp_hidden=5120)),
+          ("vit7b", "", "vit_7b", "a955f4ea", dict(ffn="swiglu", mlp_hidden=8192, qkv_bias=False))]],
 ]
 
 REGISTRY: dict[str, ModelEntry] = {e.name: e for e in _ENTRIES}

@@ -88,7 +88,7 @@ FAILING_RANK = textwrap.dedent("""
         model = load(*args, **kwargs)
         if os.environ["RANK"] == "1":
             with torch.no_grad():
-                model.vit.norm.weight[0] = float("nan")
+                model.backbone.vit.norm.weight[0] = float("nan")
         return model
 
     model_zoo.load_model = load_nan_on_rank1

@@ -82,7 +82,7 @@ def test_a_failed_extraction_leaves_no_file(tmp_path, monkeypatch):
 def test_nan_features_are_refused_and_nothing_cached(tmp_path):
     model = fixture_model()
     with torch.no_grad():
-        model.vit.norm.weight[0] = float("nan")
+        model.backbone.vit.norm.weight[0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"NaN.*classification/test.*e\.g\. \S+\.png; nothing was cached"):
         _get(FeatureCache(tmp_path), model, range(4))
     assert not list(tmp_path.rglob("*.npy"))

@@ -48,7 +48,7 @@ def _save_in_layout(sd: dict, layout: str, path, student: dict):
     torch.save(obj, path)
 
 
-@pytest.mark.parametrize("layout", [l for l in LAYOUTS if l != "lowshot"])
+@pytest.mark.parametrize("layout", [l for l in LAYOUTS if l not in ("lowshot", "dinov2", "dinov3")])  # v2, v3: own tests
 def test_other_sizes_every_layout(tmp_path, layout):
     """Depth 5, width 64, 4 heads, patch 8: same loader, unchanged; teacher vs student picked correctly."""
     method = layout.split("_")[0]
@@ -165,9 +165,9 @@ def test_unknown_layout_keys_are_refused(tmp_path):
 
 def test_registry_entries_are_complete():
     methods = {e.method for e in REGISTRY.values()}
-    assert {"dino", "ibot", "mae", "msn"} <= methods
+    assert {"dino", "ibot", "mae", "msn", "dinov2", "dinov3"} <= methods
     for e in REGISTRY.values():
-        assert e.url or e.bundled
+        assert e.url or e.bundled or (e.release_file and e.get_it.startswith("https://"))
         assert e.layout in LAYOUTS
         assert e.embed_dim % e.num_heads == 0
         assert e.lowshot_feature in ("cls", "cls_prenorm")

@@ -24,6 +24,7 @@ from timm.models.vision_transformer import VisionTransformer
 from benchmark.features import FeatureCache
 from model_zoo.files import digest
 from model_zoo.transforms import TransformSpec
+from model_zoo.backbones import ViTBackbone
 from model_zoo.extractor import FeatureExtractor, ModelInfo
 from model_zoo.formats import Architecture
 from model_zoo.registry import ARCHS, METHODS
@@ -36,7 +37,7 @@ def random_extractor(arch: str, patch: int, img: int, device: str, bf16: bool) -
     vit = VisionTransformer(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads, num_classes=0)
     a = Architecture(dim, depth, patch, img // patch, 4.0, True)
     info = ModelInfo(f"random-{arch}{patch}", "dino", "<random>", f"random-{arch}-{patch}-{img}", "none", "teacher", a, heads)
-    return FeatureExtractor(vit, METHODS["dino"], info, bf16=bf16).to(device)
+    return FeatureExtractor(ViTBackbone(vit, "dino"), METHODS["dino"], info, bf16=bf16).to(device)
 
 
 class InMemoryImages:
@@ -72,7 +73,7 @@ def bare_forward(model: FeatureExtractor, batch: torch.Tensor) -> float:
 
     def step():
         with torch.no_grad(), ctx:
-            model.vit.forward_features(batch)
+            model.backbone.vit.forward_features(batch)
     return throughput(step, len(batch), batch.device)
 
 

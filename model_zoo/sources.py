@@ -1,0 +1,274 @@
+"""Models from other sources: `timm:<name>`, `hf:<repo or directory>`, `py:<module>:<factory>`.
+
+Each gives a token backbone (model_zoo/backbones.py), its evaluation config (normalisation and interpolation from
+the source's own data config) and provenance: the sha256 of the weights file actually loaded and the hub revision
+when known (`py:` models: a digest of the module's weights and of its source file), so two sources of "the same"
+model never share cached features or records.
+
+`py:` contract: `factory()` returns a timm token model (used as `timm:` models are), or `(module, TokenAdapter)`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import download
+from .backbones import Backbone, TimmBackbone
+from .errors import BadInputError, MissingFileError, UnknownNameError
+from .formats import Architecture
+from .registry import IMAGENET_MEAN, IMAGENET_STD, EvalConfig
+
+
+@dataclass(frozen=True)
+class TokenAdapter:
+    """How the suite reads tokens from your own module (`py:` models). `block_outputs(model, images, k)` returns
+    the token sequences [B, P + N, D] after each of the last k blocks (k <= depth), oldest first, before the
+    final norm; the first `num_prefix_tokens` tokens are the CLS token (when `has_class_token`) and registers."""
+    block_outputs: Callable[[torch.nn.Module, torch.Tensor, int], list]
+    embed_dim: int
+    depth: int
+    norm: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] | None = None  # final norm; None: identity
+    num_prefix_tokens: int = 1
+    has_class_token: bool = True
+    patch_size: int | None = None  # input sizes must be multiples of it (None: not checked)
+    interpolation: str = "bicubic"
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+
+class AdaptedBackbone(Backbone):
+    def __init__(self, module: torch.nn.Module, adapter: TokenAdapter):
+        super().__init__()
+        self.module, self.adapter = module.eval().requires_grad_(False), adapter
+        self.num_prefix_tokens, self.has_class_token = adapter.num_prefix_tokens, adapter.has_class_token
+        self.patch_size, self.embed_dim, self.depth = adapter.patch_size, adapter.embed_dim, adapter.depth
+
+    @property
+    def device(self):
+        return next(self.module.parameters(), torch.empty(0)).device
+
+    def block_outputs(self, x, keep_last):
+        self.check_size(*x.shape[-2:])
+        outs = list(self.adapter.block_outputs(self.module, x, keep_last))
+        if len(outs) != keep_last or any(o.ndim != 3 or o.shape[-1] != self.embed_dim for o in outs):
+            raise BadInputError(f"TokenAdapter.block_outputs returned {[tuple(o.shape) for o in outs]}; expected "
+                                f"{keep_last} tensors [B, tokens, {self.embed_dim}]")
+        return outs
+
+    def norm(self, tokens):
+        return tokens if self.adapter.norm is None else self.adapter.norm(self.module, tokens)
+
+
+class HFBackbone(Backbone):
+    """A Hugging Face vision transformer (AutoModel): hidden states are the block outputs before the final norm."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        config = model.config
+        self.num_prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.patch_size = int(config.patch_size)
+        self.embed_dim = int(config.hidden_size)
+        self.depth = int(config.num_hidden_layers)
+        self._norm = getattr(model, "layernorm", None) or getattr(model, "norm", None)
+        if self._norm is None:
+            raise BadInputError(f"{type(model).__name__} has no final norm (layernorm / norm): not a ViT backbone")
+        params = inspect.signature(model.forward).parameters
+        self._kwargs = {"interpolate_pos_encoding": True} if "interpolate_pos_encoding" in params else {}
+        self._mae = "noise" in params  # ViTMAE: keep every patch, in order (mask_ratio 0, increasing noise)
+        if self._mae:
+            config.mask_ratio = 0.0
+
+    def block_outputs(self, x, keep_last):
+        self.check_size(*x.shape[-2:])
+        kwargs = dict(self._kwargs)
+        if self._mae:
+            n = (x.shape[-2] // self.patch_size) * (x.shape[-1] // self.patch_size)
+            kwargs["noise"] = torch.arange(n, dtype=torch.float32, device=x.device).expand(x.shape[0], -1)
+        out = self.model(pixel_values=x, output_hidden_states=True, **kwargs)
+        return list(out.hidden_states[-keep_last:])
+
+    def norm(self, tokens):
+        return self._norm(tokens)
+
+    def pooled(self, last_normed):
+        pooler = getattr(self.model, "pooler", None)
+        return pooler(last_normed) if pooler is not None else last_normed[:, 0]
+
+
+def load_source(name: str, weights_file=None, progress: bool = True):
+    """`timm:` / `hf:` / `py:` name -> (backbone, EvalConfig, ModelInfo)."""
+    from .extractor import ModelInfo
+
+    kind, _, rest = name.partition(":")
+    if not rest:
+        raise BadInputError(f"--model {name}: name the model after the prefix ({kind}:<name>)")
+    if weights_file and kind != "timm":
+        raise BadInputError(f"--weights-file goes with timm:<name>; {kind}: models bring their own weights")
+    backbone, interpolation, mean, std, checkpoint, digest, revision = {
+        "timm": _timm, "hf": _hf, "py": _py}[kind](rest, weights_file, progress)
+    feature = "cls" if backbone.has_class_token else "pooled"
+    config = EvalConfig(kind, feature, "model", interpolation, "concat" if backbone.has_class_token else None,
+                        eval_weights="model", knn_feature=feature, mean=tuple(mean), std=tuple(std))
+    arch = Architecture(backbone.embed_dim, backbone.depth, backbone.patch_size or 0, 0, 0.0, False,
+                        num_registers=backbone.num_prefix_tokens - int(backbone.has_class_token), position="model")
+    info = ModelInfo(name, kind, checkpoint, digest, kind, "model", arch, 0, source=kind, revision=revision)
+    return backbone, config, info
+
+
+def _timm(name: str, weights_file, progress: bool):
+    import timm
+
+    if not timm.is_model(name.split(".")[0]):
+        raise UnknownNameError(f"timm has no model {name!r} (list them with timm.list_models('*dino*', "
+                               "pretrained=True))")
+    kwargs = {"num_classes": 0}
+    revision = ""
+    if weights_file:
+        path = Path(weights_file).expanduser()
+        if not path.is_file():
+            raise MissingFileError(f"--weights-file {path}: no such file")
+    else:
+        path, revision = _timm_weights(name)
+    kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
+    try:
+        model = timm.create_model(name, pretrained=True, dynamic_img_size=True, **kwargs)
+    except TypeError:  # a model without dynamic image sizes
+        model = timm.create_model(name, pretrained=True, **kwargs)
+    except RuntimeError as e:
+        raise BadInputError(f"timm:{name}: {path} does not fit the model: {str(e).splitlines()[0]}") from None
+    try:
+        backbone = TimmBackbone(model)
+        backbone.block_outputs(torch.zeros(1, 3, *_probe_size(model)), 1)
+    except (TypeError, AssertionError, AttributeError) as e:
+        raise BadInputError(f"timm:{name} is not a token model (ViT-like, forward_intermediates(output_fmt='NLC'))"
+                            f": {e}") from None
+    cfg = timm.data.resolve_data_config({}, model=model)
+    return (backbone, cfg["interpolation"], cfg["mean"], cfg["std"], str(path), download.sha256_file(path),
+            revision)
+
+
+def _probe_size(model) -> tuple[int, int]:
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", (16, 16))
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", (2, 2))
+    return patch[0] * grid[0], patch[1] * grid[1]
+
+
+def _timm_weights(name: str) -> tuple[Path, str]:
+    """The weights file of a pretrained timm model from the Hugging Face hub (or its local cache)."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
+    if not hub_id:
+        raise MissingFileError(f"timm:{name} has no weights on the Hugging Face hub; pass --weights-file FILE")
+    hub_id = hub_id.removeprefix("hf-hub:")
+    filename = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
+    path = _hub_file(hub_id, filename, f"timm:{name}", "--weights-file FILE")
+    return path, _revision(path)
+
+
+def _hub_file(repo: str, filename: str, what: str, instead: str) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as e:  # offline, unknown repo, gated: the hub raises many kinds
+        raise MissingFileError(f"{what}: could not fetch {filename} of {repo} from the Hugging Face hub "
+                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
+                               f"download it on a machine with network and pass {instead}") from None
+
+
+def _revision(path: Path) -> str:
+    """The commit of a hub cache snapshot (`.../snapshots/<commit>/file`), else ''."""
+    parts = Path(path).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else ""
+
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def _hf(repo: str, weights_file, progress: bool):
+    try:
+        import transformers
+    except ImportError:
+        raise MissingFileError("hf: models need the transformers package: pip install 'lowshot-bench[hf]'") from None
+    directory = Path(repo).expanduser()
+    if not directory.is_dir():
+        if repo.startswith((".", "/", "~")) or repo.count("/") != 1:
+            raise MissingFileError(f"hf:{repo}: no such directory (a hub name is <owner>/<name>)")
+        config = _hub_file(repo, "config.json", f"hf:{repo}", "hf:DIRECTORY (huggingface-cli download "
+                           f"{repo} --local-dir DIRECTORY)")
+        directory = config.parent
+        for name in HF_WEIGHTS:
+            try:
+                _hub_file(repo, name, f"hf:{repo}", "hf:DIRECTORY")
+                break
+            except MissingFileError:
+                if name == HF_WEIGHTS[-1]:
+                    raise
+        for name in ("preprocessor_config.json",):
+            try:
+                _hub_file(repo, name, f"hf:{repo}", "hf:DIRECTORY")
+            except MissingFileError:
+                pass
+    weights = next((directory / n for n in HF_WEIGHTS if (directory / n).exists()), None)
+    if weights is None:
+        raise MissingFileError(f"hf:{repo}: no {' or '.join(HF_WEIGHTS)} in {directory}")
+    model = transformers.AutoModel.from_pretrained(str(directory))
+    mean, std, interpolation = IMAGENET_MEAN, IMAGENET_STD, "bicubic"
+    if (directory / "preprocessor_config.json").exists():
+        processor = transformers.AutoImageProcessor.from_pretrained(str(directory))
+        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+        interpolation = {2: "bilinear", 3: "bicubic", 0: "nearest"}.get(int(getattr(processor, "resample", 3)),
+                                                                          "bicubic")
+    return HFBackbone(model), interpolation, mean, std, str(weights), download.sha256_file(weights), \
+        _revision(weights)
+
+
+def _py(target: str, weights_file, progress: bool):
+    module_name, _, factory_name = target.partition(":")
+    if not factory_name:
+        raise BadInputError(f"py:{target}: name the factory, py:<module>:<function>")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # as `python -m` does: a module beside the user's shell
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise MissingFileError(f"py:{target}: cannot import {module_name}: {e}") from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise UnknownNameError(f"py:{target}: {module_name} has no callable {factory_name!r}")
+    made = factory()
+    module_obj, adapter = made if isinstance(made, tuple) else (made, None)
+    if not isinstance(module_obj, torch.nn.Module):
+        raise BadInputError(f"py:{target}: the factory returned {type(made).__name__}, not a torch.nn.Module "
+                            "(or a (module, TokenAdapter) pair)")
+    if adapter is None:
+        backbone = TimmBackbone(module_obj)  # a timm token model needs no adapter
+        import timm
+        cfg = timm.data.resolve_data_config({}, model=module_obj)
+        interpolation, mean, std = cfg["interpolation"], cfg["mean"], cfg["std"]
+    else:
+        backbone = AdaptedBackbone(module_obj, adapter)
+        interpolation, mean, std = adapter.interpolation, adapter.mean, adapter.std
+    source = Path(inspect.getsourcefile(module) or module_name)
+    revision = f"module sha256 {download.sha256_file(source)[:16]}" if source.is_file() else ""
+    return backbone, interpolation, mean, std, str(source), state_digest(module_obj), revision
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 over a module's state dict (names, dtypes, shapes, bytes): its weights' identity without a file."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
