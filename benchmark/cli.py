@@ -47,6 +47,14 @@ def cmd_models(args) -> int:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header) - 1)]
     for r in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]))
+    from model_zoo.registry import FAMILY_SOURCES
+    print("\nfamilies and their sources (release files: the official features to 1e-5; timm: / hf: the library's "
+          "own forward; py:<module>:<factory> takes any module)")
+    header = ("family", "release file", "timm:", "hf:")
+    rows = [(family, s["release file"], s["timm"], s["hf"]) for family, s in FAMILY_SOURCES.items()]
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
@@ -160,7 +168,8 @@ def _bench(args) -> int:
     written = []
     for name in resolve_models(args.model, embedded):
         model = load_model(name, method=args.method, num_heads=args.num_heads, layout=args.layout,
-                           weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint)
+                           weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint,
+                           weights_file=args.weights_file)
         for entry, task in built:
             if rank == 0:
                 print(f"== {model.info.name} on {entry.name}", flush=True)
@@ -242,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run low-shot tasks for models and write result records", parents=[common])
     b.add_argument("--model", action="append", required=True,
-                   help="registry name, checkpoint path, a method (dino|ibot|mae|msn|maskcluster) or 'all'; repeatable")
+                   help="registry name, checkpoint path, timm:<name>, hf:<repo or directory>, py:<module>:<factory>, a method "
+                   "(dino|ibot|mae|msn|maskcluster) or 'all'; repeatable")
     b.add_argument("--task", action="append", choices=list(TASKS), metavar="TASK",
                    help=f"task name (repeatable; {', '.join(TASKS)}); default: all embedded tasks, or all real tasks "
                    "when --data-root is given")
@@ -263,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", choices=sorted(METHODS), help="evaluation rules for a checkpoint file")
     b.add_argument("--num-heads", type=_at_least(1), help="attention heads of a checkpoint file (not inferable)")
     b.add_argument("--layout", choices=sorted(LAYOUTS), help="force the checkpoint layout instead of detecting it")
-    b.add_argument("--weights", default="teacher", choices=["teacher", "student"])
+    b.add_argument("--weights", default="teacher", choices=["teacher", "student"],
+                   help="encoder of a full training checkpoint (default: the teacher / target encoder)")
+    b.add_argument("--weights-file", help="local weights for a timm:<name> model (instead of the hub), or the "
+                   "downloaded file of a registry entry without a URL (DINOv3; its release-name hash is checked)")
     b.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary pickled objects (unsafe)")
     b.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N (default: cpu)")
     b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction (CUDA only)")

@@ -48,7 +48,8 @@ class _Images(torch.utils.data.Dataset):
 def model_identity(model) -> dict:
     """Everything about a loaded model that decides its features: weights, how they were read, its rules."""
     info = model.info
-    return {"checkpoint_sha256": info.sha256, "layout": info.layout, "weights": info.weights, "method": info.method,
+    return {"source": info.source, "checkpoint_sha256": info.sha256, "revision": info.revision, "layout": info.layout,
+            "weights": info.weights, "method": info.method,
             "architecture": {**asdict(info.arch), "num_heads": info.num_heads},
             "eval_config": asdict(model.eval_config),
             "precision": "bf16" if model.bf16 and model.device.type == "cuda" else "fp32"}

@@ -94,8 +94,8 @@ class RunContext:
                                  f"are not finite numbers; no record was written to {path}")
         info = model.info
         record = {
-            "model": info.name, "method": info.method, "checkpoint": info.checkpoint,
-            "checkpoint_sha256": info.sha256, "weights": info.weights, "layout": info.layout,
+            "model": info.name, "method": info.method, "model_source": info.source, "checkpoint": info.checkpoint,
+            "checkpoint_sha256": info.sha256, "revision": info.revision, "weights": info.weights, "layout": info.layout,
             "architecture": {**asdict(info.arch), "num_heads": info.num_heads},
             "task": task.name, "family": task.family, "main_score": task.main_score,
             "setting": setting, "seed": seed, "classifier": self.classifier_id(model, classifier),

@@ -228,3 +228,20 @@ for _name, _method, _sha256, _notes in [
 ]:
     register(ModelEntry(_name, _method, bundled=f"weights/{_name}.safetensors", sha256=_sha256,
                         notes=f"tiny, embedded dataset; {_notes}", **_TINY_ARCH))
+
+
+# --- Which sources each family can come from, and how exact each is (README "Models", `lowshot models`) ---
+# registry / release file: this suite's loader, the official features to 1e-5 (../shared fixtures).
+# timm: / hf: / py: the library's (or your) own forward, exact to it; it may differ from the official code.
+FAMILY_SOURCES: dict[str, dict[str, str]] = {
+    "dino": {"release file": "registry + file", "timm": "vit_small_patch16_224.dino", "hf": "facebook/dino-vits16"},
+    "ibot": {"release file": "registry + file", "timm": "-", "hf": "-"},
+    "mae": {"release file": "registry + file", "timm": "vit_base_patch16_224.mae", "hf": "facebook/vit-mae-base"},
+    "msn": {"release file": "registry + file", "timm": "-", "hf": "facebook/vit-msn-small"},
+    "maskcluster": {"release file": "file (lowshot pretrain)", "timm": "-", "hf": "-"},
+    "dinov2": {"release file": "registry + file", "timm": "vit_small_patch14_reg4_dinov2.lvd142m",
+               "hf": "facebook/dinov2-small"},
+    "dinov3": {"release file": "registry (licence form) + file", "timm": "vit_small_patch16_dinov3_qkvb.lvd1689m",
+               "hf": "facebook/dinov3-vits16-pretrain-lvd1689m"},
+    "any other": {"release file": "-", "timm": "timm:<name>", "hf": "hf:<repo or dir>"},
+}
