@@ -42,7 +42,7 @@ def cmd_models(args) -> int:
 
     rows = [(e.name, e.method, f"{e.arch}/{e.patch_size}", f"{e.num_params / 1e6:.1f}M", e.lowshot_feature,
              e.eval_config.knn_feature, "bundled" if e.bundled else ("yes" if is_cached(e.file_name) else "no"),
-             e.url or e.bundled) for e in REGISTRY.values()]
+             e.url or e.bundled or f"after a licence form: {e.get_it}") for e in REGISTRY.values()]
     header = ("name", "method", "arch", "params", "lowshot feature", "k-NN feature", "cached", "source")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header) - 1)]
     for r in [header] + rows:
