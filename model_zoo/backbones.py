@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .errors import BadInputError
 from .pos_embed import resize_pos_embed
 
 
@@ -44,7 +45,8 @@ class Backbone(torch.nn.Module):
     def check_size(self, h: int, w: int) -> None:
         p = self.patch_size
         if p and (h % p or w % p):
-            raise ValueError(f"input size {h}x{w} is not divisible by the patch size {p}")
+            raise BadInputError(f"input size {h}x{w} is not divisible by the patch size {p}: use a protocol whose "
+                                "crop is a multiple of it (the embedded tasks crop 64 px; ImageNet 224 = 16 x 14)")
 
 
 class ViTBackbone(Backbone):
