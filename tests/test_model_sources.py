@@ -88,6 +88,8 @@ def _hf_dir(tmp_path, kind: str):
     model = {"dinov2": lambda: transformers.Dinov2Model(transformers.Dinov2Config(**small)),
              "dinov2_reg": lambda: transformers.Dinov2WithRegistersModel(
                  transformers.Dinov2WithRegistersConfig(num_register_tokens=2, **small)),
+             "dinov3": lambda: transformers.DINOv3ViTModel(
+                 transformers.DINOv3ViTConfig(num_register_tokens=2, **small)),
              "mae": lambda: transformers.ViTMAEModel(transformers.ViTMAEConfig(**small))}[kind]()
     model = _random(model)
     model.save_pretrained(tmp_path / kind)
@@ -96,14 +98,14 @@ def _hf_dir(tmp_path, kind: str):
     return tmp_path / kind, model
 
 
-@pytest.mark.parametrize("kind", ["dinov2", "dinov2_reg"])
+@pytest.mark.parametrize("kind", ["dinov2", "dinov2_reg", "dinov3"])
 def test_hf_model_from_a_local_directory(tmp_path, kind):
     directory, reference = _hf_dir(tmp_path, kind)
     model = load_model(f"hf:{directory}")
     x = torch.randn(2, 3, 32, 48)
     with torch.no_grad():
         out = reference(pixel_values=x).last_hidden_state
-    p = 3 if kind == "dinov2_reg" else 1
+    p = 1 if kind == "dinov2" else 3  # CLS, then 2 registers / storage tokens
     feats = model.extract(x, ["cls", "patch"])
     assert (feats["cls"] - out[:, 0]).abs().max() < 1e-5
     assert (feats["patch"] - out[:, p:]).abs().max() < 1e-5
