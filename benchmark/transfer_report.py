@@ -93,6 +93,7 @@ def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str, v
     ax.minorticks_off()
     ax.set_title(title, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_xlabel("labelled images per class (k)", fontsize=7)
     ax.tick_params(labelsize=7)
     ax.grid(True, alpha=0.3)
 
@@ -112,7 +113,10 @@ def transfer_figure(summary: pd.DataFrame, out_dir) -> list[Path]:
     panels = len(tasks) + (not mean.empty)
     cols = min(4, panels)
     nrows = math.ceil(panels / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.6 * nrows + 0.6), dpi=130, squeeze=False)
+    ncol = 2 * cols  # legend entries per line: two per panel width
+    bottom = 0.1 + 0.2 * math.ceil(2 * len(curves) / ncol)  # inches below the panels: the legend
+    height = 2.6 * nrows + bottom
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(4.4, 3.2 * cols), height), dpi=130, squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         protocol = declaration(task).protocol
         _panel(ax, rows[rows["task"] == task], curves, task.removeprefix("transfer-"), protocol.metric_label)
@@ -128,9 +132,8 @@ def transfer_figure(summary: pd.DataFrame, out_dir) -> list[Path]:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
     handles, labels = list(legend.values()), list(legend)
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
-    fig.supxlabel("labelled images per class (k)", fontsize=8, y=0.06 if nrows > 1 else 0.1)
-    fig.tight_layout(rect=(0, 0.08 if nrows > 1 else 0.14, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, bottom / height, 1, 1))
     stem = Path(out_dir) / "transfer"
     metadata = {"png": None, "pdf": {"CreationDate": None}}
     paths = [atomic_write(stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp, metadata=metadata[ext]),

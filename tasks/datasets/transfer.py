@@ -99,9 +99,10 @@ def by_name_digest(names, targets, n_train=None, train_fraction=None) -> tuple[n
 # --- small readers of formats torchvision reads only with md5 sums (or not at all) -------------------------
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """CIFAR batches hold dicts of lists, bytes and numpy arrays: nothing else is unpickled."""
+    """CIFAR batches hold dicts of lists, bytes and numpy arrays: nothing else is unpickled (`_codecs.encode`:
+    how protocol-2 pickles written by Python 3 store bytes)."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
