@@ -170,7 +170,7 @@ def test_transfer_skips_missing_datasets_by_folder_and_a_named_one_must_exist(tm
     assert len(err.splitlines()) == 1 and "transfer-pets" in err and "oxford-iiit-pet" in err
 
 
-def test_a_changed_test_image_recomputes_its_features_and_records(tmp_path, capsys):
+def test_a_rerun_skips_and_a_changed_test_image_recomputes_every_record(tmp_path, capsys):
     WRITERS["pets"](tmp_path)
     args = ("--task", "transfer-pets", "--data-root", tmp_path, "--results", tmp_path / "r", "--cache", tmp_path / "c",
             "--setting", "2shot", "label-free")
@@ -178,7 +178,19 @@ def test_a_changed_test_image_recomputes_its_features_and_records(tmp_path, caps
     n_first = len(load_records(tmp_path / "r")[0])
     assert n_first == 3 * 2 + 2  # 3 seeds x 2 classifiers + RankMe and α-ReQ
     capsys.readouterr()
+    assert _bench(*args) == 0
+    assert "0 record(s) written" in capsys.readouterr().out  # the label-free records too
     from PIL import Image
     Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "oxford-iiit-pet" / "images" / "american_bulldog_19.jpg")
     assert _bench(*args) == 0
     assert f"{n_first} record(s) written" in capsys.readouterr().out  # every record read that test split
+
+
+def test_the_readme_table_lists_every_transfer_dataset():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for d in TRANSFER_DATASETS.values():
+        row = next((ln for ln in readme.splitlines() if ln.startswith(f"| {d.title} | `{d.task}` |")), None)
+        assert row is not None, d.task
+        assert f"`{d.folder}/`" in row and d.url in row and f"| {d.num_classes} |" in row and d.split in row
