@@ -118,13 +118,16 @@ def _lambd(value: str) -> float | str:
 
 
 def _check_settings(asked: list[str] | None, task_names: list[str]) -> None:
-    """Every --setting must be a setting of at least one task of the run (else nothing would run)."""
+    """Every --setting must be a setting of at least one task of the run (else nothing would run); `label-free`
+    asks for the label-free scores."""
     from tasks.registry import get_task
+
+    from .label_free import SETTING
 
     if not asked:
         return
     declared = {t: [s.name for s in get_task(t).declared_settings] for t in task_names}
-    unknown = sorted(set(asked) - {s for names in declared.values() for s in names})
+    unknown = sorted(set(asked) - {s for names in declared.values() for s in names} - {SETTING})
     if unknown:
         raise BadInputError(f"--setting {' '.join(unknown)}: not a setting of "
                             + "; ".join(f"{t} ({', '.join(names)})" for t, names in declared.items()))
@@ -132,13 +135,15 @@ def _check_settings(asked: list[str] | None, task_names: list[str]) -> None:
 
 def _bench(args) -> int:
     from model_zoo import load_model
-    from tasks.registry import TaskOptions, embedded_tasks, get_task, real_tasks
+    from tasks.registry import TaskOptions, embedded_tasks, expand, get_task, real_tasks
 
     from . import distributed
     from .features import FeatureCache
+    from .label_free import score_representation
     from .leaderboard import format_table, load_summary, write_tables
     from .plots import family_plots
     from .runner import RunContext
+    from .transfer_report import write_transfer_tables
 
     embedded = args.data_root is None
     rank, sharded = distributed.rank(), distributed.active()
@@ -152,15 +157,15 @@ def _bench(args) -> int:
                      progress=not args.quiet and rank == 0, extract_only=args.extract_only)
     t0 = time.time()
     opts = TaskOptions(args.data_root, args.splits, args.custom_splits)
-    names = args.task or (embedded_tasks() if embedded else real_tasks())
-    _check_settings(args.setting, names)  # the declarations need no data: before anything is read
+    asked = expand(args.task) if args.task else [(n, False) for n in (embedded_tasks() if embedded else real_tasks())]
+    _check_settings(args.setting, [n for n, _ in asked])  # the declarations need no data: before anything is read
     built = []  # datasets are read and checked before any model runs
-    for name in names:
+    for name, by_name in asked:
         entry = get_task(name)
         try:
             built.append((entry, entry.build(opts)))
         except FileNotFoundError as e:
-            if args.task:  # asked for by name: its data must be there
+            if by_name:  # asked for by name: its data must be there
                 raise MissingFileError(f"{name}: {one_line(e)}") from None
             print(f"skipping {name}: {one_line(e)}")
     if not built:
@@ -174,6 +179,7 @@ def _bench(args) -> int:
             if rank == 0:
                 print(f"== {model.info.name} on {entry.name}", flush=True)
             written += task.run(model, ctx)
+            written += score_representation(model, task, ctx)
     if args.extract_only:
         if rank == 0:
             ranks = f" over {distributed.world_size()} ranks" if sharded else ""
@@ -186,9 +192,11 @@ def _bench(args) -> int:
           f"{ctx.cache.misses} computed{repaired}, {time.time() - t0:.1f}s")
     frame, summary = load_summary(args.results)  # every record, read once, for the tables and the figures
     paths = write_tables(frame, summary, args.results)
+    paths.update(write_transfer_tables(summary, args.results))
     this_run = summary[summary["config_digest"].isin(ctx.configs)]  # this run's configurations, no other
     print(format_table(this_run))
-    print(f"\nleaderboard: {paths['leaderboard']} and {paths['markdown']}")
+    print(f"\nleaderboard: {paths['leaderboard']} and {paths['markdown']}"
+          + (f"; transfer mean: {paths['transfer_mean_md']}" if "transfer_mean_md" in paths else ""))
     for p in family_plots(summary, args.results):
         print(f"figure: {p}")
     return 0
@@ -202,10 +210,13 @@ def _existing_results(path: str) -> str:
 
 def cmd_leaderboard(args) -> int:
     from .leaderboard import load_summary, write_tables
+    from .transfer_report import write_transfer_tables
 
     _existing_results(args.results)
-    paths = write_tables(*load_summary(args.results), args.out or args.results, family=args.family,
-                         sort_by=args.sort)
+    frame, summary = load_summary(args.results)
+    paths = write_tables(frame, summary, args.out or args.results, family=args.family, sort_by=args.sort)
+    if args.family in (None, "transfer"):
+        paths.update(write_transfer_tables(summary, args.out or args.results))
     print((Path(paths["markdown"])).read_text())
     for k, p in paths.items():
         print(f"{k}: {p}")
@@ -241,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     from model_zoo import FEATURES, METHODS
     from model_zoo.formats import LAYOUTS
     from tasks.classifiers import CLASSIFIERS
-    from tasks.registry import TASKS
+    from tasks.registry import TASK_GROUPS, TASKS
 
     parser = argparse.ArgumentParser(prog="lowshot", description=__doc__)
     common = argparse.ArgumentParser(add_help=False)
@@ -253,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", action="append", required=True,
                    help="registry name, checkpoint path, timm:<name>, hf:<repo or directory>, py:<module>:<factory>, a method "
                    "(dino|ibot|mae|msn|maskcluster) or 'all'; repeatable")
-    b.add_argument("--task", action="append", choices=list(TASKS), metavar="TASK",
-                   help=f"task name (repeatable; {', '.join(TASKS)}); default: all embedded tasks, or all real tasks "
-                   "when --data-root is given")
+    b.add_argument("--task", action="append", choices=list(TASKS) + list(TASK_GROUPS), metavar="TASK",
+                   help=f"task name (repeatable; {', '.join(TASKS)}), or 'transfer': every transfer dataset found "
+                   "under --data-root; default: all embedded tasks, or all real tasks when --data-root is given")
     b.add_argument("--data-root", help="root of the real dataset; without it the embedded dataset is used")
     b.add_argument("--splits", help="local directory of split files (default: download and verify)")
     b.add_argument("--custom-splits", action="store_true",
@@ -265,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="recompute records that exist")
     b.add_argument("--classifier", nargs="+", choices=list(CLASSIFIERS),
                    help="run only these classifiers (default: every classifier of each task)")
-    b.add_argument("--setting", nargs="+", help="run only these settings (e.g. 5img 1percent; default: all)")
+    b.add_argument("--setting", nargs="+", help="run only these settings (e.g. 5img 1percent 4shot, or label-free "
+                   "for the label-free scores; default: all)")
     b.add_argument("--lambd", type=_lambd, help="logistic-regression λ, or 'cv' to choose it on the labelled subset "
                    "(default: literature values)")
     b.add_argument("--feature", choices=FEATURES,
@@ -291,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="flatten result records into CSV and Markdown tables", parents=[common])
     lb.add_argument("results", nargs="?", default="results/runs")
     lb.add_argument("--out", help="output directory (default: the results directory)")
-    lb.add_argument("--family", choices=["classification", "multilabel", "segmentation"])
+    lb.add_argument("--family", choices=["classification", "multilabel", "segmentation", "transfer", "label-free"])
     lb.add_argument("--sort", help="sort rows by this column, e.g. 'imagenet-lowshot 1img logreg'")
     lb.set_defaults(func=cmd_leaderboard)
 

@@ -34,7 +34,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
         raise UnknownNameError(f"task {task!r} is not a registered task: its settings have no declared axis")
     protocol, settings = entry.protocol, entry.declared_settings
     xs = {s.name: s.x for s in settings}
-    rows = summary[summary["task"] == task]
+    rows = summary[(summary["task"] == task) & (summary["family"] == entry.family)]  # not its label-free scores
     if classifier:
         rows = rows[rows["classifier"] == classifier]
     undeclared = sorted(set(rows["setting"]) - set(xs))
@@ -98,9 +98,12 @@ def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None)
 
 
 def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """One figure per (family, task) that has results of ours."""
-    paths = []
-    ours = summary[summary["source"] == "ours"]
+    """One figure per (family, task) that has results of ours; the transfer family's tasks share one figure
+    (`benchmark.transfer_report`); label-free scores are in the tables only."""
+    from .transfer_report import FAMILY as TRANSFER, transfer_figure
+
+    paths = transfer_figure(summary, out_dir)
+    ours = summary[(summary["source"] == "ours") & ~summary["family"].isin([TRANSFER, "label-free"])]
     for (family, task), rows in ours.groupby(["family", "task"]):
         if declaration(task) is None:
             print(f"{task}: not a registered task, no figure (its records are in the tables)", file=sys.stderr)

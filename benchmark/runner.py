@@ -88,17 +88,24 @@ class RunContext:
 
     def write(self, path: Path, model, task, setting: str, seed: int, classifier: str, metrics: dict,
               fields: dict) -> Path:
+        return self.write_scores(path, model, task.name, task.family, task.main_score, setting, seed,
+                                 self.classifier_id(model, classifier), metrics, fields)
+
+    def write_scores(self, path: Path, model, task: str, family: str, main_score: str, setting: str, seed: int,
+                     classifier_id: str, metrics: dict, fields: dict) -> Path:
+        """Write one record with the model's provenance (`write` for a task's classifier; label-free scores call
+        this directly)."""
         bad = {k: v for k, v in metrics.items() if not isinstance(v, (int, float)) or not math.isfinite(v)}
         if bad:
-            raise NonFiniteError(f"{model.info.name} {task.name} {setting} seed {seed} {classifier}: metric(s) {bad} "
+            raise NonFiniteError(f"{model.info.name} {task} {setting} seed {seed} {classifier_id}: metric(s) {bad} "
                                  f"are not finite numbers; no record was written to {path}")
         info = model.info
         record = {
             "model": info.name, "method": info.method, "model_source": info.source, "checkpoint": info.checkpoint,
             "checkpoint_sha256": info.sha256, "revision": info.revision, "weights": info.weights, "layout": info.layout,
             "architecture": {**asdict(info.arch), "num_heads": info.num_heads},
-            "task": task.name, "family": task.family, "main_score": task.main_score,
-            "setting": setting, "seed": seed, "classifier": self.classifier_id(model, classifier),
+            "task": task, "family": family, "main_score": main_score,
+            "setting": setting, "seed": seed, "classifier": classifier_id,
             "metrics": metrics, **{k: asdict(v) if is_dataclass(v) else v for k, v in fields.items()},
             "environment": environment(self.device), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

@@ -236,10 +236,15 @@ class FeatureVectorTask(LowShotTask):
 
     def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
         transform = model.transform(self.data.resize, self.data.crop)
-        test = self.data.test
         return {"rows": rows, "transform": transform, "prepared": {},
                 "train": ctx.features(model, self.train, rows, transform, features),
-                "test": ctx.features(model, test, np.arange(len(test)), transform, features)}
+                "test": self.evaluation_features(model, ctx, features)}
+
+    def evaluation_features(self, model, ctx, features: list[str]) -> dict:
+        """{feature: [N, D]} of the whole evaluation set, through the feature cache."""
+        test = self.data.test
+        return ctx.features(model, test, np.arange(len(test)), model.transform(self.data.resize, self.data.crop),
+                            features)
 
     def fit(self, model, ctx, classifier, setting, seed, rows, extracted, feature) -> Fitted:
         spec = CLASSIFIERS[classifier]

@@ -2,6 +2,8 @@
 
 Classification
     :func:`top1_accuracy` -- percent of correct top-1 predictions.
+    :func:`mean_per_class_accuracy` -- the mean over classes of each class's top-1 accuracy (Aircraft,
+    Caltech-101, Flowers, Pets report it; scikit-learn's ``balanced_accuracy_score``).
 
 Multi-label classification (VOC07, COCO)
     :func:`average_precision` -- all-point AP (VOC 2010+ / scikit-learn definition).
@@ -30,6 +32,7 @@ from .datasets import IGNORE_INDEX
 
 __all__ = [
     "top1_accuracy",
+    "mean_per_class_accuracy",
     "average_precision",
     "voc07_11point_ap",
     "mean_average_precision",
@@ -61,6 +64,19 @@ def top1_accuracy(pred, target) -> float:
     if pred.shape[0] == 0:
         raise ValueError("top1_accuracy: empty input")
     return float(100.0 * np.mean(pred == target))
+
+
+def mean_per_class_accuracy(pred, target) -> float:
+    """Mean over the classes present in ``target`` of the percent of their images predicted right (``pred``
+    as in :func:`top1_accuracy`). Every class weighs the same, however many test images it has."""
+    pred = np.asarray(pred)
+    if pred.ndim == 2:
+        pred = pred.argmax(axis=1)
+    target = np.asarray(target)
+    top1_accuracy(pred, target)  # the same shape checks
+    classes, inverse = np.unique(target, return_inverse=True)
+    correct = np.bincount(inverse, weights=(pred == target).astype(np.float64), minlength=len(classes))
+    return float(100.0 * np.mean(correct / np.bincount(inverse, minlength=len(classes))))
 
 
 # --------------------------------------------------------------------------- average precision

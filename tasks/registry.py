@@ -6,8 +6,9 @@ task. The leaderboard and the figures read `declaration(name)`, which needs no d
 checks the dataset and returns the runnable task.
 
 Real-data tasks read their dataset under `--data-root` (the dataset folder itself, or a folder holding it under its
-usual name: imagenet/, VOCdevkit/, coco/, ADEChallengeData2016/). Embedded tasks run offline on the generated
-dataset.
+usual name: imagenet/, VOCdevkit/, coco/, ADEChallengeData2016/; a transfer dataset always under its usual name,
+e.g. oxford-iiit-pet/). Embedded tasks run offline on the generated dataset. `TASK_GROUPS` names sets of tasks:
+`transfer` is every transfer dataset (`expand` says which tasks a --task list means).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from .base import LowShotTask, Setting
 from .datasets import find_dataset_folder
 from .classification import LowShotClassification, embedded_data as embedded_classification, imagenet_data
 from .multilabel import LowShotMultiLabel, coco_data, embedded_data as embedded_multilabel, voc07_data
+from .transfer import TRANSFER_DATASETS, LowShotTransfer, protocol_of, transfer_data
+from .transfer import embedded_data as embedded_transfer
 from .segmentation import (EmbeddedSegmentation, LowShotSegmentation, ade20k_data, embedded_data as embedded_seg,
                            voc12_data)
 
@@ -80,7 +83,15 @@ TASKS: dict[str, TaskEntry] = {t.name: t for t in [
     TaskEntry("embedded-seg", EmbeddedSegmentation, True, lambda o, s: embedded_seg(),
               "embedded scenes, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU",
               options={"train_pool": EMBEDDED_SCENE_POOL}),
+    *[TaskEntry(d.task, protocol_of(d), False, lambda o, s, d=d: transfer_data(d, o.data_root),
+                f"{d.title}, 1/2/4/8/16 img per class x 3 seeds + full, {d.metric} on {d.split}")
+      for d in TRANSFER_DATASETS.values()],
+    TaskEntry("embedded-transfer", LowShotTransfer, True, lambda o, s: embedded_transfer(),
+              "embedded texture / colour classes (a second synthetic domain), 1/2/4/8/16 img per class x 3 seeds "
+              "+ full, top-1"),
 ]}
+
+TASK_GROUPS: dict[str, list[str]] = {"transfer": [d.task for d in TRANSFER_DATASETS.values()]}
 
 
 def get_task(name: str) -> TaskEntry:
@@ -88,6 +99,16 @@ def get_task(name: str) -> TaskEntry:
         return TASKS[name]
     except KeyError:
         raise UnknownNameError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+def expand(names: list[str]) -> list[tuple[str, bool]]:
+    """(task, asked for by name) for each task a --task list means, in order, once each: a group stands for its
+    tasks (a member whose data is missing is skipped; a task asked for by name must have its data)."""
+    out: dict[str, bool] = {}
+    for name in names:
+        for task in TASK_GROUPS.get(name, [name]):
+            out[task] = out.get(task, False) or name not in TASK_GROUPS
+    return list(out.items())
 
 
 def declaration(name: str) -> TaskEntry | None:

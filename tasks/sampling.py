@@ -2,6 +2,7 @@
 
 - :func:`sample_multilabel_k_per_class` -- a subset in which every class has at least ``k``
   positive images (an image counts for every class it contains).
+- :func:`sample_k_per_class` -- exactly ``k`` images of every class (single-label transfer tasks).
 - :func:`sample_fraction` -- a random ``fraction`` of ``n`` images (1 % / 10 % of VOC07 or
   COCO training images, 1 % / 5 % / 10 % of segmentation images).
 - :func:`write_split_file` -- save the chosen image names (one per line; read back with
@@ -23,6 +24,7 @@ from model_zoo.files import atomic_write_text
 
 __all__ = [
     "sample_multilabel_k_per_class",
+    "sample_k_per_class",
     "sample_fraction",
     "write_split_file",
     "names_to_indices",
@@ -94,6 +96,24 @@ def sample_multilabel_k_per_class(targets, k: int, seed: int, ignore=None, stric
         chosen[pick] = True
         counts += positives[pick].sum(axis=0)
     return np.flatnonzero(chosen).astype(np.int64)
+
+
+def sample_k_per_class(targets, k: int, seed: int) -> np.ndarray:
+    """Exactly ``k`` images of every class of ``targets`` ([N] integer labels): for each class in label order,
+    the first ``k`` of a seeded permutation of its images. A class with fewer than ``k`` images is a
+    ``ValueError`` naming it (a k-shot setting would not be k-shot)."""
+    targets = np.asarray(targets)
+    k = int(k)
+    if targets.ndim != 1 or k < 1:
+        raise ValueError(f"sample_k_per_class: need [N] labels and k >= 1, got shape {targets.shape}, k={k}")
+    classes, counts = np.unique(targets, return_counts=True)
+    short = classes[counts < k]
+    if short.size:
+        raise ValueError(f"sample_k_per_class: {short.size} class(es) have fewer than k={k} images, e.g. class "
+                         f"{short[0]} ({counts[counts < k][0]})")
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(targets == c))[:k] for c in classes]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
 def sample_fraction(n: int, fraction: float, seed: int) -> np.ndarray:

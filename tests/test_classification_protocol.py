@@ -53,6 +53,8 @@ def test_imagenet_protocol_end_to_end_with_cache(imagefolder, tmp_path, capsys):
     assert main(args) == 0
     records, problems = load_records(results)
     assert not problems
+    assert sorted(r["classifier"] for r in records if r["family"] == "label-free") == ["alpha-req", "rankme"]
+    records = [r for r in records if r["family"] != "label-free"]
     assert len(records) == 20  # 10 settings x (logreg, knn)
     by_key = {(r["setting"], r["seed"], r["classifier"]): r for r in records}
     assert {(s, seed) for s, seed, _ in by_key} == {("1img", 1), ("2img", 1), ("5img", 1), ("1img", 2), ("2img", 2),
@@ -67,7 +69,7 @@ def test_imagenet_protocol_end_to_end_with_cache(imagefolder, tmp_path, capsys):
     cached = sorted(p.name for p in cache.rglob("*.npy"))
     assert len(cached) == 2  # train union + val, one feature each
     out = capsys.readouterr().out
-    assert "20 record(s) written" in out
+    assert "22 record(s) written" in out  # and the two label-free scores of the validation features
     # Second run: nothing computed, no record rewritten.
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -77,7 +79,7 @@ def test_imagenet_protocol_end_to_end_with_cache(imagefolder, tmp_path, capsys):
     # --overwrite recomputes the records (features still come from the cache) and gives the same numbers.
     before = {(x["setting"], x["seed"], x["classifier"]): x["metrics"]["top1"] for x in records}
     assert main(args + ["--overwrite"]) == 0
-    again, _ = load_records(results)
+    again = [r for r in load_records(results)[0] if r["family"] != "label-free"]
     assert {(x["setting"], x["seed"], x["classifier"]): x["metrics"]["top1"] for x in again} == before
     assert "0 computed" in capsys.readouterr().out
 
@@ -112,7 +114,7 @@ def test_embedded_protocol_with_fixture_checkpoint(tmp_path, capsys):
     args = ["bench", *fixture_model_args(), "--task", "embedded-lowshot", "--results", str(results),
             "--cache", str(tmp_path / "features"), "--workers", "0", "--quiet"]
     assert main(args) == 0
-    records, _ = load_records(results)
+    records = [r for r in load_records(results)[0] if r["family"] != "label-free"]  # + RankMe and α-ReQ
     assert len(records) == 20
     logreg = [r for r in records if r["classifier"] == "logreg"]
     chance = 100 / logreg[0]["num_classes"]

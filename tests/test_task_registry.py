@@ -24,7 +24,7 @@ from .conftest import fixture_model_args
 def test_every_declaration_is_complete(name):
     entry = registry.get_task(name)
     protocol, settings = entry.protocol, entry.declared_settings
-    assert protocol.family in ("classification", "multilabel", "segmentation") and entry.family == protocol.family
+    assert protocol.family in ("classification", "multilabel", "segmentation", "transfer") and entry.family == protocol.family
     assert protocol.main_score and protocol.metric_label and protocol.axis_label
     assert set(protocol.classifiers) <= set(CLASSIFIERS)
     names = [s.name for s in settings]

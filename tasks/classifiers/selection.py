@@ -105,6 +105,9 @@ def choose_lambda(policy: LambdaPolicy, kind: str, X, y, mask=None, requested: f
         return default, f"literature default ({policy.source})"
     if len(X) < 2 * policy.folds:
         return default, f"default {default}: {len(X)} labelled image(s) are too few for {policy.folds}-fold CV"
+    if not multilabel and np.unique(to_numpy(y), return_counts=True)[1].max() < 2:
+        return default, (f"literature default {default} ({policy.source}): with one labelled image per class no "
+                         "held-out image has a class its fold's fit has seen, so λ cannot be cross-validated")
     best, scores = select_lambda(X, y, policy.grid, n_folds=policy.folds, seed=0, multilabel=multilabel,
                                  mask=mask, default=default)
     what = "mAP" if multilabel else "accuracy"

@@ -1,0 +1,142 @@
+"""The transfer family's own outputs: the mean over datasets at each k, and the figure of accuracy vs shots.
+
+- `transfer_mean`: per model (and variant), classifier and setting, the mean over the transfer datasets of each
+  dataset's main score (itself the mean over seeds), with the number and names of the datasets it covers: a mean
+  over 5 datasets is never shown as if it were one over 13. The embedded texture task is another domain: never
+  part of the mean.
+- `transfer_mean.csv` / `transfer_mean.md` (`write_transfer_tables`).
+- `transfer_figure`: one panel per transfer task with results (the main score vs k, declared ticks) and one for
+  the mean; logistic regression solid, k-NN dashed, one colour and marker per model.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from model_zoo.files import atomic_write, atomic_write_text
+from tasks.registry import TASK_GROUPS, declaration
+from tasks.transfer import TRANSFER_SETTINGS
+
+from .plots import COLOURS, MARKERS, plt
+
+FAMILY = "transfer"
+MEAN_COLUMNS = ["model", "variant", "method", "classifier", "setting", "mean", "n_datasets", "datasets"]
+CLASSIFIER_LINES = {"logreg": "-", "knn": "--"}
+
+
+def _curve(rows: pd.DataFrame) -> pd.Series:
+    return rows["model"] + rows["variant"].fillna("").map(lambda v: f" [{v}]" if v else "")
+
+
+def transfer_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """Our transfer results, of declared settings, one per (model, variant, task, setting, classifier): of two
+    configurations of one cell the most recent, as in the leaderboard."""
+    names = {s.name for s in TRANSFER_SETTINGS}
+    rows = summary[(summary["family"] == FAMILY) & (summary["source"] == "ours") & summary["setting"].isin(names)]
+    return rows.sort_values("finished", kind="stable").drop_duplicates(
+        ["model", "variant", "task", "setting", "classifier"], keep="last")
+
+
+def transfer_mean(summary: pd.DataFrame) -> pd.DataFrame:
+    rows = transfer_rows(summary)
+    rows = rows[rows["task"].isin(TASK_GROUPS["transfer"])]
+    if rows.empty:
+        return pd.DataFrame(columns=MEAN_COLUMNS)
+    order = {s.name: i for i, s in enumerate(TRANSFER_SETTINGS)}
+    out = rows.groupby(["model", "variant", "method", "classifier", "setting"], dropna=False).agg(
+        mean=("mean", "mean"), n_datasets=("task", "nunique"),
+        datasets=("task", lambda t: " ".join(sorted(x.removeprefix("transfer-") for x in t)))).reset_index()
+    return out.assign(_o=out["setting"].map(order)).sort_values(["model", "variant", "classifier", "_o"]).drop(
+        columns="_o")[MEAN_COLUMNS]
+
+
+def mean_markdown(mean: pd.DataFrame) -> str:
+    settings = [s.name for s in TRANSFER_SETTINGS]
+    total = len(TASK_GROUPS["transfer"])
+    lines = ["| model | classifier | " + " | ".join(settings) + " | datasets |", "|" + "---|" * (len(settings) + 3)]
+    for (model, variant, classifier), rows in mean.groupby(["model", "variant", "classifier"], dropna=False,
+                                                           sort=False):
+        by = rows.set_index("setting")
+        cells = [f"{by.loc[s, 'mean']:.1f} ({by.loc[s, 'n_datasets']}/{total})" if s in by.index else "–"
+                 for s in settings]
+        covered = sorted(set(" ".join(rows["datasets"]).split()))
+        name = f"{model} [{variant}]" if isinstance(variant, str) and variant else model
+        lines.append(f"| {name} | {classifier} | " + " | ".join(cells) + f" | {', '.join(covered)} |")
+    return ("Mean over transfer datasets of each dataset's main score (top-1 or mean per-class accuracy, %); in "
+            "brackets the number of datasets the mean covers.\n\n" + "\n".join(lines) + "\n")
+
+
+def write_transfer_tables(summary: pd.DataFrame, out_dir) -> dict[str, Path]:
+    """transfer_mean.csv and .md in `out_dir` when the records have transfer results of real datasets."""
+    mean = transfer_mean(summary)
+    if mean.empty:
+        return {}
+    out_dir = Path(out_dir)
+    paths = {"transfer_mean": out_dir / "transfer_mean.csv", "transfer_mean_md": out_dir / "transfer_mean.md"}
+    atomic_write_text(paths["transfer_mean"], mean.to_csv(index=False, float_format="%.3f"))
+    atomic_write_text(paths["transfer_mean_md"], mean_markdown(mean))
+    return paths
+
+
+def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str, value: str = "mean") -> None:
+    xs = {s.name: s.x for s in TRANSFER_SETTINGS}
+    for (curve, classifier), part in rows.groupby(["curve", "classifier"]):
+        i = curves.index(curve)
+        part = part.assign(x=part["setting"].map(xs)).sort_values("x")
+        ax.plot(part["x"], part[value], marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
+                linestyle=CLASSIFIER_LINES.get(classifier, ":"), markersize=4, linewidth=1.2,
+                label=f"{curve} {classifier}")
+    ax.set_xscale("log")
+    ax.set_xticks([s.x for s in TRANSFER_SETTINGS], [s.label for s in TRANSFER_SETTINGS])
+    ax.minorticks_off()
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_xlabel("labelled images per class (k)", fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.3)
+
+
+def transfer_figure(summary: pd.DataFrame, out_dir) -> list[Path]:
+    """`transfer.png` / `.pdf` in `out_dir`: a panel per transfer task with results and one for the mean over the
+    real datasets (when any); [] without transfer results."""
+    rows = transfer_rows(summary)
+    if rows.empty:
+        return []
+    rows = rows.assign(curve=_curve(rows))
+    mean = transfer_mean(summary)
+    mean = mean.assign(curve=_curve(mean))
+    curves = sorted(set(rows["curve"]))
+    tasks = [t for t in TASK_GROUPS["transfer"] + sorted(set(rows["task"])) if t in set(rows["task"])]
+    tasks = list(dict.fromkeys(tasks))
+    panels = len(tasks) + (not mean.empty)
+    cols = min(4, panels)
+    nrows = math.ceil(panels / cols)
+    ncol = 2 * cols  # legend entries per line: two per panel width
+    bottom = 0.1 + 0.2 * math.ceil(2 * len(curves) / ncol)  # inches below the panels: the legend
+    height = 2.6 * nrows + bottom
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(4.4, 3.2 * cols), height), dpi=130, squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        protocol = declaration(task).protocol
+        _panel(ax, rows[rows["task"] == task], curves, task.removeprefix("transfer-"), protocol.metric_label)
+    if not mean.empty:
+        ax = axes.flat[len(tasks)]
+        counts = sorted(set(mean["n_datasets"]))
+        _panel(ax, mean, curves, f"mean over {'/'.join(map(str, counts))} dataset(s)", "mean main score (%)")
+        ax.set_facecolor("#f4f4f4")
+    for ax in list(axes.flat)[panels:]:
+        ax.axis("off")
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    handles, labels = list(legend.values()), list(legend)
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, bottom / height, 1, 1))
+    stem = Path(out_dir) / "transfer"
+    metadata = {"png": None, "pdf": {"CreationDate": None}}
+    paths = [atomic_write(stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp, metadata=metadata[ext]),
+                          suffix=f".tmp.{ext}") for ext in ("png", "pdf")]
+    plt.close(fig)
+    return paths
