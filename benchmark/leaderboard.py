@@ -180,8 +180,9 @@ def wide(summary: pd.DataFrame, sort_by: str | None = None) -> pd.DataFrame:
     return flat
 
 
-def load_summary(results: str | Path, reference: str | Path | None = REFERENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every record under `results` once: (records frame, summary with the published reference rows)."""
+def load_all(results: str | Path, reference: str | Path | None = REFERENCE):
+    """Read every record under `results` once: (records, records frame, summary with the published reference
+    rows)."""
     records, problems = load_records(results)
     for p in problems:
         print(f"skipped malformed record: {p}", file=sys.stderr)
@@ -190,7 +191,12 @@ def load_summary(results: str | Path, reference: str | Path | None = REFERENCE) 
     if reference and Path(reference).exists():
         ref = load_reference(reference)
         summary = pd.concat([summary, ref], ignore_index=True) if not summary.empty else ref
-    return frame, summary
+    return records, frame, summary
+
+
+def load_summary(results: str | Path, reference: str | Path | None = REFERENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records frame, summary with the published reference rows) of every record under `results`."""
+    return load_all(results, reference)[1:]
 
 
 def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, family: str | None = None,
