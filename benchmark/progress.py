@@ -9,6 +9,7 @@ anything else it prints `desc: n/total units (p %), elapsed, ~left` every `inter
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 
@@ -33,6 +34,13 @@ def log_interval() -> float:
         return 30.0
 
 
+def _size() -> dict:
+    """The terminal's columns and rows for tqdm; 100 x 40 where it reports none (tqdm hides every bar of a
+    pseudo-terminal that says it has 0 rows, e.g. under `script` or an IDE's console)."""
+    size = shutil.get_terminal_size((100, 40))
+    return {"ncols": size.columns if size.columns >= 40 else 100, "nrows": size.lines if size.lines >= 5 else 40}
+
+
 def _seconds(s: float) -> str:
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
 
@@ -51,7 +59,7 @@ class Progress:
         self.how = "off" if not enabled else (how or mode(self.stream))
         self.interval = log_interval() if interval is None else interval
         self.n, self.start, self.last = 0, time.time(), time.time()
-        self.bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream, leave=leave, dynamic_ncols=True) \
+        self.bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream, leave=leave, **_size()) \
             if self.how == "bars" else None
 
     def __enter__(self) -> "Progress":
