@@ -1,4 +1,4 @@
-"""The `lowshot` command line: models, bench, leaderboard."""
+"""The `lowshot` command line: models, tasks, bench, leaderboard, plot, report, pretrain."""
 from __future__ import annotations
 
 import argparse
@@ -140,7 +140,7 @@ def _bench(args) -> int:
     from . import distributed
     from .features import FeatureCache
     from .label_free import score_representation
-    from .leaderboard import format_table, load_summary, write_tables
+    from .leaderboard import format_table, load_summary, not_converged, write_tables
     from .plots import family_plots
     from .runner import RunContext
     from .transfer_report import write_transfer_tables
@@ -170,15 +170,20 @@ def _bench(args) -> int:
             print(f"skipping {name}: {one_line(e)}")
     if not built:
         raise MissingFileError(f"no task to run: no dataset found under {args.data_root}")
-    written = []
+    planned = []  # before any work: every model x task's records and feature sets
     for name in resolve_models(args.model, embedded):
         model = load_model(name, method=args.method, num_heads=args.num_heads, layout=args.layout,
                            weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint,
                            weights_file=args.weights_file)
-        for entry, task in built:
+        planned.append((model, [(entry, task, task.plan(model, ctx)) for entry, task in built]))
+    if rank == 0:
+        print(plan_text([plan for _, plans in planned for _, _, plan in plans]), flush=True)
+    written = []
+    for model, plans in planned:
+        for entry, task, plan in plans:
             if rank == 0:
                 print(f"== {model.info.name} on {entry.name}", flush=True)
-            written += task.run(model, ctx)
+            written += task.run(model, ctx, plan)
             written += score_representation(model, task, ctx)
     if args.extract_only:
         if rank == 0:
@@ -199,7 +204,30 @@ def _bench(args) -> int:
           + (f"; transfer mean: {paths['transfer_mean_md']}" if "transfer_mean_md" in paths else ""))
     for p in family_plots(summary, args.results):
         print(f"figure: {p}")
+    print(not_converged_text(not_converged(frame[frame["config_digest"].isin(ctx.configs)])))
     return 0
+
+
+def plan_text(plans) -> str:
+    """The plan lines printed before any work, and their total."""
+    lines = ["plan (per model x task: records to compute and already done; feature sets cached and to extract):"]
+    lines += [f"  {p.line()}" for p in plans]
+    todo, done = sum(len(p.pending) for p in plans), sum(p.done for p in plans)
+    sets = [c for p in plans for _, c in p.feature_sets]
+    lines.append(f"  total: {todo} record(s) to compute, {done} done; feature sets: {sum(sets)} cached, "
+                 f"{len(sets) - sum(sets)} to extract")
+    return "\n".join(lines)
+
+
+def not_converged_text(records) -> str:
+    """The list a run ends with: its records whose solver stopped before converging (or that there are none)."""
+    if records.empty:
+        return "\nnon-converged records: none"
+    lines = [f"\nnon-converged records ({len(records)}): the solver stopped before its tolerance; the tables mark "
+             "their cells with †, records.csv says converged=False:"]
+    for _, r in records.iterrows():
+        lines.append(f"  {r['model']} {r['task']} {r['setting']} seed {r['seed']} {r['classifier']}: {r['path']}")
+    return "\n".join(lines)
 
 
 def _existing_results(path: str) -> str:
@@ -220,6 +248,41 @@ def cmd_leaderboard(args) -> int:
     print((Path(paths["markdown"])).read_text())
     for k, p in paths.items():
         print(f"{k}: {p}")
+    return 0
+
+
+def cmd_tasks(args) -> int:
+    """Every registered task: its settings, classifiers, metric, the folder it expects and whether it is found."""
+    from tasks.registry import TASKS
+
+    for entry in TASKS.values():
+        protocol = entry.protocol
+        if entry.embedded:
+            where = "generated offline (embedded); found"
+        elif entry.locate is None:
+            where = "expects: not declared; found: unknown"
+        elif args.data_root is None:
+            where = f"expects {entry.folder} under --data-root; found: not looked for (no --data-root given)"
+        else:
+            try:
+                where = f"expects {entry.folder}; found: {entry.locate(args.data_root)}"
+            except FileNotFoundError as e:
+                where = f"expects {entry.folder}; found: no ({one_line(e)})"
+        settings = ", ".join(f"{s.name} ({s.label}, {len(s.seeds)} seed{'s' if len(s.seeds) > 1 else ''})"
+                             for s in entry.declared_settings)
+        print(f"{entry.name}  [{entry.family}] {entry.description}\n"
+              f"  settings:    {settings}\n"
+              f"  classifiers: {', '.join(protocol.classifiers)}\n"
+              f"  metric:      {protocol.main_score} ({protocol.metric_label})\n"
+              f"  data:        {where}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    _existing_results(args.results)
+    print(write_report(args.results, args.out))
     return 0
 
 
@@ -254,11 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     from tasks.classifiers import CLASSIFIERS
     from tasks.registry import TASK_GROUPS, TASKS
 
-    parser = argparse.ArgumentParser(prog="lowshot", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lowshot", description="Low-shot benchmark of self-supervised ViTs: "
+                                     "run the protocols, flatten the records into tables, figures and a report.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error (default: one line)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="VERB",
+                                title="verbs (`lowshot VERB --help` for each one's options)")
     sub.add_parser("models", help="list the model zoo", parents=[common]).set_defaults(func=cmd_models)
+    ts = sub.add_parser("tasks", help="list the tasks: settings, classifiers, metric, expected folder, found or not",
+                        parents=[common])
+    ts.add_argument("--data-root", help="where to look for the real datasets (as `lowshot bench --data-root`)")
+    ts.set_defaults(func=cmd_tasks)
 
     b = sub.add_parser("bench", help="run low-shot tasks for models and write result records", parents=[common])
     b.add_argument("--model", action="append", required=True,
@@ -277,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--classifier", nargs="+", choices=list(CLASSIFIERS),
                    help="run only these classifiers (default: every classifier of each task)")
     b.add_argument("--setting", nargs="+", help="run only these settings (e.g. 5img 1percent 4shot, or label-free "
-                   "for the label-free scores; default: all)")
+                   "for the label-free scores; default: all; `lowshot tasks` lists each task's settings)")
     b.add_argument("--lambd", type=_lambd, help="logistic-regression λ, or 'cv' to choose it on the labelled subset "
                    "(default: literature values)")
     b.add_argument("--feature", choices=FEATURES,
@@ -286,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--num-heads", type=_at_least(1), help="attention heads of a checkpoint file (not inferable)")
     b.add_argument("--layout", choices=sorted(LAYOUTS), help="force the checkpoint layout instead of detecting it")
     b.add_argument("--weights", default="teacher", choices=["teacher", "student"],
-                   help="encoder of a full training checkpoint (default: the teacher / target encoder)")
+                   help="which network of a DINO/iBOT/MSN checkpoint to evaluate (default: teacher, as the official "
+                   "evaluation code)")
     b.add_argument("--weights-file", help="local weights for a timm:<name> model (instead of the hub), or the "
                    "downloaded file of a registry entry without a URL (DINOv3; its release-name hash is checked)")
     b.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary pickled objects (unsafe)")
@@ -297,13 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--extract-only", action="store_true",
                    help="only compute and cache the features the missing records need (no fitting, no record); "
                    "required under torchrun, which shards the extraction over its processes")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("--quiet", action="store_true", help="no progress bars or progress lines (the plan, warnings and "
+                   "the results table are still printed)")
     b.set_defaults(func=cmd_bench)
 
     lb = sub.add_parser("leaderboard", help="flatten result records into CSV and Markdown tables", parents=[common])
-    lb.add_argument("results", nargs="?", default="results/runs")
+    lb.add_argument("results", nargs="?", default="results/runs",
+                    help="results directory of `lowshot bench` (default: results/runs)")
     lb.add_argument("--out", help="output directory (default: the results directory)")
-    lb.add_argument("--family", choices=["classification", "multilabel", "segmentation", "transfer", "label-free"])
+    lb.add_argument("--family", choices=sorted({t.family for t in TASKS.values()} | {"label-free"}),
+                    help="only the tasks of this family")
     lb.add_argument("--sort", help="sort rows by this column, e.g. 'imagenet-lowshot 1img logreg'")
     lb.set_defaults(func=cmd_leaderboard)
 
@@ -312,13 +385,25 @@ def build_parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("pretrain", help="pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
                         parents=[common])
     add_pretrain_arguments(pt).set_defaults(func=cmd_pretrain)
+    for action in pt._actions:  # model_zoo/pretrain/cli.py leaves --seed without help (to move there on merge)
+        if action.dest == "seed" and not action.help:
+            action.help = "random seed of the run: initialisation, augmentations and data order (default 0)"
 
     pl = sub.add_parser("plot", help="figures from the records: figure1, or every family", parents=[common])
-    pl.add_argument("figure", choices=["figure1", "families"])
-    pl.add_argument("results", nargs="?", default="results/runs")
+    pl.add_argument("figure", choices=["figure1", "families"],
+                    help="figure1: the paper's Figure 1 (logistic regression); families: one figure per task")
+    pl.add_argument("results", nargs="?", default="results/runs",
+                    help="results directory of `lowshot bench` (default: results/runs)")
     pl.add_argument("--out", help="output directory (default: the results directory)")
     pl.add_argument("--task", help="figure1: which classification task (default: imagenet-lowshot if run)")
     pl.set_defaults(func=cmd_plot)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page: sortable tables, figures, provenance per cell",
+                        parents=[common])
+    rp.add_argument("results", nargs="?", default="results/runs",
+                    help="results directory of `lowshot bench` (default: results/runs)")
+    rp.add_argument("--out", help="the HTML file to write (default: RESULTS/report.html)")
+    rp.set_defaults(func=cmd_report)
     return parser
 
 
@@ -333,8 +418,9 @@ def _warnings_on_stderr():
         warnings.simplefilter("default", LowshotWarning)
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, LowshotWarning):
-                print(f"lowshot: warning: {message}", file=sys.stderr)
+            if issubclass(category, LowshotWarning):  # one line, without tearing a progress bar
+                from .progress import write
+                write(f"lowshot: warning: {message}", sys.stderr)
             else:
                 others(message, category, filename, lineno, file, line)
 

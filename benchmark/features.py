@@ -19,8 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from model_zoo.download import cache_dir
 from model_zoo.errors import NonFiniteError
 from model_zoo.files import digest, temporary_prefix
@@ -28,6 +26,7 @@ from model_zoo.transforms import TransformSpec
 
 from . import distributed
 from .array_store import ArrayStore
+from .progress import Progress
 
 # Patch-token features are large (N x D per image): stored in float16, the rest in float32.
 HALF_FEATURES = {"patch", "patch_last4"}
@@ -74,7 +73,9 @@ def extract_features(model, source, indices, transform: TransformSpec, names: li
         _Images(source, indices, transform.build()), batch_size=batch_size, num_workers=workers,
         pin_memory=model.device.type == "cuda", prefetch_factor=4 if workers else None)
     out, start = {}, 0
-    for batch in tqdm(loader, desc=f"features {source.identity}", disable=not progress, unit="batch"):
+    bar = Progress(len(indices), f"{model.info.name}: features {', '.join(names)} of {source.identity}", "img",
+                   enabled=progress)
+    for batch in loader:
         feats = model.extract(batch.to(model.device, non_blocking=True), names)
         for name, f in feats.items():
             f = f.cpu().numpy()
@@ -87,6 +88,8 @@ def extract_features(model, source, indices, transform: TransformSpec, names: li
                 out[name] = allocate(name, (len(indices),) + f.shape[1:], np.float16 if name in HALF_FEATURES else np.float32)
             out[name][start:start + len(f)] = f
         start += len(batch)
+        bar.update(len(batch))
+    bar.close()
     return out
 
 
@@ -109,6 +112,10 @@ class FeatureCache:
 
     def _path(self, key: str) -> Path:
         return self.store.path(key)
+
+    def is_cached(self, model, source, indices, transform: TransformSpec, name: str) -> bool:
+        """Whether the cache holds this feature set (its files are there; `get` verifies them)."""
+        return self._path(self.key(model, source, np.asarray(indices), transform, name)[0]).exists()
 
     def array(self, description: dict, shape: tuple, dtype, fill) -> np.ndarray:
         """Any other array kept beside the features (e.g. segmentation masks): see `ArrayStore.array`."""

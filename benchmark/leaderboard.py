@@ -1,17 +1,20 @@
 """Records -> tables.
 
-- `records.csv`: long format, one row per record (per seed).
+- `records.csv`: long format, one row per record (per seed), with every value the tables are made of: score,
+  labelled images, classes, convergence, chance level, checkpoint sha256, split source, record path.
 - `summary.csv`: one row per model x task setting x classifier x configuration: mean, sample std over seeds
-  (ddof=1; blank with one seed), number of seeds, and `source` (`ours`, or `published` for reference numbers).
-  Records of different configurations (their `config_digest`) are never averaged together. When one model name
-  has records of several model configurations (another checkpoint of the same file name, other heads, another
-  method's rules...), each gets a `variant` label saying what differs, and its own row in the leaderboard.
+  (ddof=1; blank with one seed), number of seeds, labelled images (per class), records that did not converge,
+  the chance level and `source` (`ours`, or `published: ...` for reference numbers). Records of different
+  configurations (their `config_digest`) are never averaged together. When one model name has records of several
+  model configurations (another checkpoint of the same file name, other heads, another method's rules...), each
+  gets a `variant` label saying what differs, and its own row in the leaderboard.
 - `leaderboard.csv`: one row per model and source, two columns (mean, std) per task setting.
-- `leaderboard.md`: the same as a Markdown table, `mean ± std`.
+- `leaderboard.md`: one table per task (`benchmark.task_tables`): rows models, columns the task's settings in the
+  order of their labelled images, cells `mean ± std (n=seeds)`.
 
 Commands read the records once (`load_summary`) and write every output from that one summary. Settings are
-ordered as their task declares them (`tasks.registry`); the family and main score of a published reference row
-come from its task's declaration too.
+ordered by their labelled images per class (`benchmark.task_tables.setting_positions`); the family and main score
+of a published reference row come from its task's declaration.
 """
 from __future__ import annotations
 
@@ -24,7 +27,9 @@ from model_zoo.errors import BadInputError, UnknownNameError
 from model_zoo.files import atomic_write_text, digest
 from tasks.registry import declaration
 
+from .positions import setting_ranks
 from .records import load_records
+from .task_tables import markdown, task_tables
 
 KEYS = ["model", "method", "task", "family", "setting", "classifier", "main_score"]
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "published.csv"
@@ -69,13 +74,31 @@ def variants(records: list[dict]) -> list[str]:
     return [labels[(r["model"], digest((r.get("config") or {}).get("model")))] for r in records]
 
 
+def converged(record: dict) -> bool | None:
+    """False when the record's solver says it stopped before converging, True when it says it converged, None when
+    its classifier has no convergence criterion (k-NN, the segmentation head's fixed step budget)."""
+    value = (record.get("convergence") or {}).get("converged")
+    return None if value is None else bool(value)
+
+
+def chance(record: dict) -> float | None:
+    """The chance level of the record's main score on its evaluation set (`tasks.base.LowShotTask.chance_level`)."""
+    value = (record.get("chance") or {}).get("value")
+    return None if value is None else float(value)
+
+
+RECORD_COLUMNS = KEYS + ["variant", "config_digest", "seed", "score", "num_train", "num_classes", "converged",
+                         "chance", "feature", "split_source", "dataset", "checkpoint_sha256", "finished", "path"]
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    columns = KEYS + ["variant", "config_digest", "seed", "score", "dataset", "checkpoint_sha256", "finished", "path"]
     rows = [{**{k: r.get(k) for k in KEYS}, "variant": variant, "config_digest": r.get("config_digest", "legacy"),
-             "seed": r["seed"], "score": float(r["metrics"][r["main_score"]]), "dataset": r.get("dataset"),
+             "seed": r["seed"], "score": float(r["metrics"][r["main_score"]]), "num_train": r.get("num_train"),
+             "num_classes": r.get("num_classes"), "converged": converged(r), "chance": chance(r),
+             "feature": r.get("feature"), "split_source": r.get("split_source"), "dataset": r.get("dataset"),
              "checkpoint_sha256": r.get("checkpoint_sha256"), "finished": r.get("finished", ""), "path": r.get("path")}
             for r, variant in zip(records, variants(records))]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
 GROUP = KEYS + ["variant", "config_digest"]
@@ -83,12 +106,20 @@ GROUP = KEYS + ["variant", "config_digest"]
 
 def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample std over seeds per model x task setting x classifier x configuration (source `ours`)."""
-    columns = GROUP + ["mean", "std", "n_seeds", "seeds", "finished", "source"]
+    columns = GROUP + ["mean", "std", "n_seeds", "seeds", "num_train", "per_class", "not_converged",
+                       "chance", "finished", "source"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
+    frame = frame.assign(per_class=pd.to_numeric(frame["num_train"], errors="coerce")
+                         / pd.to_numeric(frame["num_classes"], errors="coerce"),
+                         not_converged=frame["converged"].map(lambda v: v is False))
     grouped = frame.groupby(GROUP, dropna=False)
     out = grouped["score"].agg(mean="mean", std="std", n_seeds="count").reset_index()
     out["seeds"] = grouped["seed"].apply(lambda s: " ".join(map(str, sorted(s)))).values
+    out["num_train"] = grouped["num_train"].apply(lambda v: pd.to_numeric(v, errors="coerce").mean()).values
+    out["per_class"] = grouped["per_class"].mean().values
+    out["not_converged"] = grouped["not_converged"].sum().astype(int).values
+    out["chance"] = grouped["chance"].apply(lambda v: pd.to_numeric(v, errors="coerce").mean()).values
     out["finished"] = grouped["finished"].max().values
     out["source"] = "ours"
     return out[columns]
@@ -102,22 +133,17 @@ def load_reference(path: str | Path = REFERENCE) -> pd.DataFrame:
     ref["family"] = ref["task"].map(lambda t: declaration(t).family)
     ref["main_score"] = ref["task"].map(lambda t: declaration(t).protocol.main_score)
     ref["seeds"] = ""
-    ref["variant"], ref["config_digest"], ref["finished"] = "", "published", ""
+    ref["variant"], ref["config_digest"], ref["finished"], ref["not_converged"] = "", "published", "", 0
     ref["source"] = "published: " + ref["source"]
     return ref
 
 
-def setting_rank(task: str, setting: str) -> tuple[int, str]:
-    """Where a setting stands in its task's declared reading order (undeclared settings last, by name)."""
-    entry = declaration(task)
-    names = [s.name for s in entry.declared_settings] if entry else []
-    return (names.index(setting), "") if setting in names else (len(names), setting)
-
-
 def _order(summary: pd.DataFrame) -> pd.DataFrame:
-    rank = [setting_rank(t, s) for t, s in zip(summary["task"], summary["setting"])]
-    return summary.assign(_r=[r[0] for r in rank], _n=[r[1] for r in rank]).sort_values(
-        ["family", "task", "_r", "_n", "classifier"]).drop(columns=["_r", "_n"])
+    """Rows by family, task, setting (in the order of their labelled images) and classifier."""
+    if summary.empty:
+        return summary
+    return summary.assign(_r=setting_ranks(summary)).sort_values(
+        ["family", "task", "_r", "classifier"], kind="stable").drop(columns=["_r"])
 
 
 def wide(summary: pd.DataFrame, sort_by: str | None = None) -> pd.DataFrame:
@@ -154,22 +180,9 @@ def wide(summary: pd.DataFrame, sort_by: str | None = None) -> pd.DataFrame:
     return flat
 
 
-def markdown(table: pd.DataFrame) -> str:
-    settings = [c[:-5] for c in table.columns if c.endswith(" mean")]
-    header = ["model", "method", "source"] + settings
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in table.iterrows():
-        model = f"{r['model']} [{r['variant']}]" if r["variant"] else str(r["model"])
-        cells = [model, str(r["method"]), str(r["source"])]
-        for c in settings:
-            m, sd = r[f"{c} mean"], r[f"{c} std"]
-            cells.append("–" if pd.isna(m) else f"{m:.1f}" + ("" if pd.isna(sd) else f" ± {sd:.1f}"))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def load_summary(results: str | Path, reference: str | Path | None = REFERENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every record under `results` once: (records frame, summary with the published reference rows)."""
+def load_all(results: str | Path, reference: str | Path | None = REFERENCE):
+    """Read every record under `results` once: (records, records frame, summary with the published reference
+    rows)."""
     records, problems = load_records(results)
     for p in problems:
         print(f"skipped malformed record: {p}", file=sys.stderr)
@@ -178,7 +191,12 @@ def load_summary(results: str | Path, reference: str | Path | None = REFERENCE) 
     if reference and Path(reference).exists():
         ref = load_reference(reference)
         summary = pd.concat([summary, ref], ignore_index=True) if not summary.empty else ref
-    return frame, summary
+    return records, frame, summary
+
+
+def load_summary(results: str | Path, reference: str | Path | None = REFERENCE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records frame, summary with the published reference rows) of every record under `results`."""
+    return load_all(results, reference)[1:]
 
 
 def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path, family: str | None = None,
@@ -195,7 +213,7 @@ def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path
     atomic_write_text(paths["records"], frame.drop(columns=["path"]).to_csv(index=False))
     atomic_write_text(paths["summary"], summary.to_csv(index=False, float_format="%.3f"))
     atomic_write_text(paths["leaderboard"], table.to_csv(index=False, float_format="%.3f"))
-    atomic_write_text(paths["markdown"], markdown(table))
+    atomic_write_text(paths["markdown"], markdown(task_tables(summary)))
     return paths
 
 
@@ -207,10 +225,17 @@ def build(results: str | Path, out_dir: str | Path | None = None, family: str | 
 
 
 def format_table(summary: pd.DataFrame) -> str:
+    """The end-of-run table: one line per summary row; rows with records that did not converge are marked."""
     lines = []
     for _, r in _order(summary).iterrows():
         std = "" if pd.isna(r["std"]) else f" ± {r['std']:.2f}"
         model = f"{r['model']} [{r['variant']}]" if r["variant"] else r["model"]
+        flag = f"  NOT CONVERGED: {int(r['not_converged'])} of {int(r['n_seeds'])}" if r.get("not_converged") else ""
         lines.append(f"{model:<18} {r['task']:<20} {r['setting']:<9} {r['classifier']:<7} "
-                     f"{r['main_score']:>5} {r['mean']:6.2f}{std}  (seeds {r['seeds']})")
+                     f"{r['main_score']:>5} {r['mean']:6.2f}{std}  (seeds {r['seeds']}){flag}")
     return "\n".join(lines)
+
+
+def not_converged(frame: pd.DataFrame) -> pd.DataFrame:
+    """The records of `frame` whose solver stopped before converging."""
+    return frame[frame["converged"].map(lambda v: v is False)]

@@ -1,13 +1,16 @@
 """Figures from the summary table: the paper's Figure 1 and one plot per task.
 
 Figure 1: top-1 vs labels per class (1, 2, 5 images, 1 %) per method; our runs as filled markers with
-error bars over seeds, published reference numbers as hollow markers of the same shape. Marker shape and
-line style differ per model, so the figure reads in grayscale. Every axis comes from the task's declaration
-(`tasks.registry`): the settings' x positions and tick labels, the axis labels; a setting a task does not
-declare is named on stderr and left out, never dropped silently.
+error bars (± sample std over seeds), a single-seed point half-filled and without error bar, published
+reference numbers as hollow markers of the same shape, the chance level as a dashed grey line; a caption under
+the plot says so. Marker shape and line style differ per model, so the figure reads in grayscale. Settings are
+placed by their labelled images per class (`benchmark.positions`), with the tick labels and axis labels their
+task declares (`tasks.registry`); a setting a task does not declare is named on stderr and left out, never
+dropped silently.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -21,58 +24,105 @@ from model_zoo.errors import BadInputError, UnknownNameError  # noqa: E402
 from model_zoo.files import atomic_write  # noqa: E402
 from tasks.registry import declaration  # noqa: E402
 
+from .positions import setting_positions  # noqa: E402
+
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 LINES = ["-", "--", "-.", ":"]
 COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"]
 
 
+def _staggered(ticks: list[tuple[float, str]]) -> list[str]:
+    """Tick labels, every other one of a run of close ticks (under 0.08 decades apart) moved one line down."""
+    labels, previous, down = [], None, False
+    for x, label in ticks:
+        down = previous is not None and math.log10(x) - math.log10(previous) < 0.08 and not down
+        labels.append("\n" + label if down else label)
+        previous = x
+    return labels
+
+
+def _caption(rows: pd.DataFrame, chance: float | None) -> str:
+    seeds = sorted({int(n) for n in rows.loc[rows["n_seeds"] > 1, "n_seeds"]})
+    over = f"{seeds[0]}" if len(seeds) == 1 else "–".join(map(str, (seeds[0], seeds[-1]))) if seeds else ""
+    parts = [f"Error bars: ± sample std over {over} seeds (filled markers)." if seeds else "No point has more than one seed.",
+             "Half-filled markers: one seed, no error bar (no spread measured).",
+             "Hollow markers: published numbers." if (rows["kind"] == "published").any() else "",
+             f"Dashed grey line: chance level ({chance:.1f})." if chance is not None else "Chance level: not recorded.",
+             "x: each setting placed by its labelled images per class."]
+    return " ".join(p for p in parts if p)
+
+
 def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None):
-    """The matplotlib figure of `task`'s results (main score vs its declared settings). Raises ValueError when
-    there is nothing to plot."""
+    """The matplotlib figure of `task`'s results (main score vs its settings, placed by their labelled images per
+    class, `benchmark.positions`). Raises BadInputError when there is nothing to plot."""
     entry = declaration(task)
     if entry is None:
         raise UnknownNameError(f"task {task!r} is not a registered task: its settings have no declared axis")
     protocol, settings = entry.protocol, entry.declared_settings
-    xs = {s.name: s.x for s in settings}
+    labels = {s.name: s.label for s in settings}
     rows = summary[(summary["task"] == task) & (summary["family"] == entry.family)]  # not its label-free scores
     if classifier:
         rows = rows[rows["classifier"] == classifier]
-    undeclared = sorted(set(rows["setting"]) - set(xs))
+    undeclared = sorted(set(rows["setting"]) - set(labels))
     if undeclared:
         print(f"{task}: setting(s) {undeclared} are not declared by the task and are left out of the figure",
               file=sys.stderr)
-    rows = rows[rows["setting"].isin(list(xs))]
+    rows = rows[rows["setting"].isin(list(labels))]
     if rows.empty:
         raise BadInputError(f"no {entry.family} results for task {task!r}"
                             + (f" and classifier {classifier}" if classifier else ""))
+    xs = setting_positions(rows, task)
     # one curve per model (and variant); of two configurations of one point, the most recent (as the leaderboard)
     curve = rows["model"] + rows["variant"].fillna("").map(lambda v: f" [{v}]" if v else "")
     kind = rows["source"].map(lambda v: "published" if v.startswith("published") else "ours")
     rows = rows.assign(curve=curve, kind=kind).sort_values("finished", kind="stable").drop_duplicates(
         ["curve", "kind", "setting", "classifier"], keep="last")
-    fig, ax = plt.subplots(figsize=(8.0, 4.4), dpi=150)
-    models = sorted(set(rows["curve"]))
-    for i, model in enumerate(models):
-        style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)])
-        for source, filled in (("ours", True), ("published", False)):
+    chances = pd.to_numeric(rows.get("chance", pd.Series(dtype=float)), errors="coerce").dropna()
+    chance = float(chances.mean()) if len(chances) else None
+    fig, ax = plt.subplots(figsize=(8.0, 4.9), dpi=150)
+    handles = []
+    for i, model in enumerate(sorted(set(rows["curve"]))):
+        style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)], markersize=7,
+                     markeredgewidth=1.5)
+        for source in ("ours", "published"):
             part = rows[(rows["curve"] == model) & (rows["kind"] == source)]
             if part.empty:
                 continue
             part = part.assign(x=part["setting"].map(xs)).sort_values("x")
-            label = model if filled else f"{model} (published)"
-            ax.errorbar(part["x"], part["mean"], yerr=part["std"].fillna(0), capsize=3, markersize=7,
-                        linestyle=LINES[i % len(LINES)] if filled else "none", linewidth=1.4,
-                        markerfacecolor=style["color"] if filled else "white", markeredgewidth=1.5,
-                        label=label, **style)
+            single = part["n_seeds"] <= 1
+            line = LINES[i % len(LINES)] if source == "ours" else "none"
+            face = style["color"] if source == "ours" else "white"
+            bars = ax.errorbar(part["x"], part["mean"], yerr=part["std"].where(~single), capsize=3, linestyle=line,
+                               linewidth=1.4, markerfacecolor=face, label=model if source == "ours" else None,
+                               markevery=list(~single) if source == "ours" else None, **style)
+            if source == "ours":
+                handles.append(bars)
+                if single.any():  # one seed: half-filled, so it never reads as a zero spread
+                    ax.plot(part["x"][single], part["mean"][single], linestyle="none", fillstyle="left",
+                            markerfacecolor=style["color"], markerfacecoloralt="white", **style)
+            elif source == "published" and not any(h.get_label() == f"{model} (published)" for h in handles):
+                handles.append(ax.plot([], [], linestyle="none", markerfacecolor="white",
+                                       label=f"{model} (published)", **style)[0])
+    if chance is not None:
+        handles.append(ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=1.2,
+                                  label=f"chance ({chance:.1f})"))
+    key = dict(color="0.35", linestyle="none", marker="o", markersize=6, markeredgewidth=1.3)
+    handles += [ax.plot([], [], markerfacecolor="0.35", label="mean ± std over seeds", **key)[0],
+                ax.plot([], [], fillstyle="left", markerfacecolor="0.35", markerfacecoloralt="white",
+                        label="one seed (no error bar)", **key)[0]]
+    if (rows["kind"] == "published").any():
+        handles.append(ax.plot([], [], markerfacecolor="white", label="published", **key)[0])
+    ticks = sorted((x, labels[s]) for s, x in xs.items() if s in labels and not math.isnan(x))
     ax.set_xscale("log")
-    ax.set_xticks([s.x for s in settings], [s.label for s in settings])
+    ax.set_xticks([x for x, _ in ticks], _staggered(ticks))
     ax.minorticks_off()
-    ax.set_xlabel(protocol.axis_label)
+    ax.set_xlabel(f"{protocol.axis_label} (log scale)", fontsize=9)
     ax.set_ylabel(protocol.metric_label)
     ax.set_title(title or f"{task}: {protocol.metric_label.split(' (')[0]} vs labels")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
+    ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.text(0.01, 0.01, _caption(rows, chance), fontsize=7.5, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 

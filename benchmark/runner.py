@@ -13,6 +13,7 @@ from model_zoo.errors import NonFiniteError
 from tasks.classifiers import get_classifier
 
 from . import distributed
+from . import progress as progress_lines
 from .features import FeatureCache, default_workers, model_identity
 from .records import MalformedRecord, safe_name, environment, read_record, record_path, write_record
 
@@ -85,6 +86,19 @@ class RunContext:
 
     def features(self, model, source, indices, transform, names):
         return self.cache.get(model, source, indices, transform, names, self.batch_size, self.workers, self.progress)
+
+    def feature_cached(self, model, source, indices, transform, names) -> dict[str, bool]:
+        """{name: whether the cache holds that feature set} (present; it is verified when it is read)."""
+        return {n: self.cache.is_cached(model, source, indices, transform, n) for n in names}
+
+    def bar(self, total: int, desc: str, unit: str = "it", leave: bool = True) -> progress_lines.Progress:
+        """A progress bar on a terminal, periodic log lines otherwise, nothing under --quiet (`benchmark.progress`)."""
+        return progress_lines.Progress(total, desc, unit, enabled=self.progress, leave=leave)
+
+    def log(self, line: str) -> None:
+        """One line of the run's story (not under --quiet), printed without tearing a progress bar."""
+        if self.progress:
+            progress_lines.write(line)
 
     def write(self, path: Path, model, task, setting: str, seed: int, classifier: str, metrics: dict,
               fields: dict) -> Path:

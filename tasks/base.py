@@ -9,20 +9,26 @@ A task family (classification, multi-label, segmentation) declares, once, on its
 The leaderboard and the figures read these declarations (through `tasks.registry`); nothing about a setting is
 written anywhere else. A task instance may carry other settings (`settings=`, e.g. a smaller test protocol).
 
-`LowShotTask.run` is the one run skeleton: which records are missing -> labelled subsets -> the images whose
-features they need -> cached features -> fit every pending (setting, seed, classifier) -> score -> one record
-each. A family supplies what differs: how a labelled subset is drawn (`draw_subset`, or `labelled_subset`),
-which features it extracts (`extract`), how a classifier is fitted (`fit`) and how fitted classifiers are scored
-(`score`, or `evaluate` for all of them at once).
+`LowShotTask.plan` + `run` are the one run skeleton: which records are missing -> labelled subsets -> the images
+whose features they need (the plan: records to compute and done, feature sets cached and to extract) -> cached
+features -> fit every pending (setting, seed, classifier), one progress step each -> score -> one record each.
+A family supplies what differs: how a labelled subset is drawn (`draw_subset`, or `labelled_subset`), which
+feature sets it reads (`feature_requests`) and extracts (`extract`), how a classifier is fitted (`fit`), how fitted
+classifiers are scored (`score`, or `evaluate` for all of them at once) and its chance level (`chance_level`).
+Every warning raised on the way is re-issued naming the model, task, setting, seed and classifier it concerns
+(`named_warnings`).
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import asdict, dataclass
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from model_zoo.errors import LowshotWarning
 from model_zoo.files import array_digest, digest
 
 from .classifiers import CLASSIFIERS
@@ -48,6 +54,59 @@ class Setting:
 
 
 FULL = Setting("full", "100 %", 100, seeds=(1,))
+
+
+class NamedWarning(LowshotWarning):
+    """A warning re-issued with the model, task, setting, seed and classifier it concerns in its message."""
+
+
+_QUIET = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+
+
+@contextlib.contextmanager
+def named_warnings(what: str):
+    """Re-issue every warning raised inside as a `NamedWarning` "<what>: <message>" (`what`: model, task, setting,
+    seed, classifier), so that a solver's `max_iter reached` says which record it is about. Warnings already named
+    pass unchanged; library deprecation notices keep their category (and their default filters)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, NamedWarning) or issubclass(w.category, _QUIET):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        else:
+            warnings.warn(NamedWarning(f"{what}: {w.message}"), stacklevel=3)
+
+
+def record_name(model, task: str, setting: str | None = None, seed: int | None = None,
+                classifier: str | None = None) -> str:
+    """`dino-tiny embedded-lowshot 5img seed 2 logreg`: how warnings and progress lines name a record."""
+    parts = [model.info.name, task] + ([setting] if setting else []) + ([f"seed {seed}"] if seed is not None else [])
+    return " ".join(parts + ([classifier] if classifier else []))
+
+
+@dataclass
+class TaskPlan:
+    """What a run of one task for one model will do, known before any work: its records (computed or done) and the
+    feature sets they read (cached or to extract)."""
+    model: str
+    task: str
+    candidates: list  # (Setting, seed, classifier) asked for
+    features: dict  # classifier -> feature it reads
+    subsets: dict  # (setting name, seed) -> (indices into the train pool, where they came from)
+    keys: dict  # (setting name, seed, classifier) -> (record path, identity fields)
+    pending: list  # (Setting, seed, classifier) whose record is missing or stale
+    feature_sets: list = field(default_factory=list)  # (description, cached?) of each feature set they read
+
+    @property
+    def done(self) -> int:
+        return len(self.candidates) - len(self.pending)
+
+    def line(self) -> str:
+        cached = sum(1 for _, c in self.feature_sets if c)
+        sets = (f"; feature sets: {cached} cached, {len(self.feature_sets) - cached} to extract" if self.pending
+                else " (nothing to do)")
+        return (f"{self.model} x {self.task}: {len(self.pending)} record(s) to compute, {self.done} done" + sets)
 
 
 @dataclass(frozen=True)
@@ -120,13 +179,24 @@ class LowShotTask:
         out = {}
         for key, f in fitted.items():
             t0 = time.time()
-            metrics, extra = self.score(model, ctx, key, f, extracted, features[key[2]])
+            with named_warnings(record_name(model, self.name, *key)):
+                metrics, extra = self.score(model, ctx, key, f, extracted, features[key[2]])
             out[key] = metrics, {"seconds": f.seconds + time.time() - t0, **extra}
         return out
 
     def record_fields(self, model, extracted: dict) -> dict:
         """Fields every record of this task carries (dataset, numbers of images, transform, ...)."""
         return {}
+
+    def feature_requests(self, model, rows: np.ndarray, features: list[str]) -> list[tuple]:
+        """The feature sets `extract` reads through the cache, as `ctx.features` arguments (source, indices,
+        transform, names): what the plan counts as cached or to extract. Empty when a family does not say."""
+        return []
+
+    def chance_level(self, extracted: dict) -> dict | None:
+        """{"value": the expected main score of a random prediction on the evaluation set, "rule": how it is
+        computed}, recorded in every record and drawn in the figures; None when the family does not define one."""
+        return None
 
     # ------------------------------------------------------------------ what decides a record's number
 
@@ -153,7 +223,9 @@ class LowShotTask:
 
     # ------------------------------------------------------------------ the shared skeleton
 
-    def run(self, model, ctx) -> list[Path]:
+    def plan(self, model, ctx) -> TaskPlan:
+        """The records this run asks for, which of them are missing, and the feature sets those read; draws (and
+        saves) the labelled subsets, reads no image."""
         candidates = [(s, seed, c) for s in self.settings for seed in s.seeds for c in self.classifiers
                       if ctx.wanted(s.name, c)]
         features = {c: ctx.feature_for(model, c) for _, _, c in candidates}
@@ -162,52 +234,78 @@ class LowShotTask:
             print(f"{self.name}: skipped, feature {sorted({features[c] for c in refused})} is not one of "
                   f"{self.features_allowed}")
             candidates = [p for p in candidates if p[2] not in refused]
+        plan = TaskPlan(model.info.name, self.name, candidates, features, {}, {}, [])
         if not candidates:
-            return []
-        with ctx.lock(model, self.name):  # a second process on these results waits, then finds the records done
-            return self._run(model, ctx, candidates, features)
-
-    def _run(self, model, ctx, candidates, features) -> list[Path]:
+            return plan
         split_dir = Path(ctx.results) / "splits" / self.name
-        subsets = {}
         for setting, seed, _ in candidates:
-            if (setting.name, seed) not in subsets:
-                subsets[(setting.name, seed)] = self.labelled_subset(setting, seed, split_dir)
+            if (setting.name, seed) not in plan.subsets:
+                with named_warnings(record_name(model, self.name, setting.name, seed)):
+                    plan.subsets[(setting.name, seed)] = self.labelled_subset(setting, seed, split_dir)
         configs = {c: self.record_config(model, ctx, c, features[c]) for _, _, c in candidates}
         evaluation = self.data_fingerprint(*self.evaluation_set())
-        keys, pending = {}, []
         for setting, seed, classifier in candidates:
             config_digest = digest(configs[classifier])
-            labelled = self.data_fingerprint(self.train, subsets[(setting.name, seed)][0])
+            labelled = self.data_fingerprint(self.train, plan.subsets[(setting.name, seed)][0])
             identity = digest({"config": config_digest, "setting": setting.name, "seed": seed, "labelled": labelled,
                                "evaluation": evaluation})
             path = ctx.record_path(model, self.name, setting.name, seed, classifier, config_digest)
             ctx.configs.add(config_digest)
-            keys[(setting.name, seed, classifier)] = path, {
+            plan.keys[(setting.name, seed, classifier)] = path, {
                 "config": configs[classifier], "config_digest": config_digest, "identity": identity,
                 "data_fingerprint": {"labelled": labelled, "evaluation": evaluation}}
             if not ctx.is_done(path, identity):
-                pending.append((setting, seed, classifier))
-        if not pending:
+                plan.pending.append((setting, seed, classifier))
+        if plan.pending:
+            rows = self._rows(plan, plan.pending)
+            for source, indices, transform, names in self.feature_requests(
+                    model, rows, sorted({features[c] for _, _, c in plan.pending})):
+                for name, cached in ctx.feature_cached(model, source, indices, transform, names).items():
+                    plan.feature_sets.append((f"{name} of {len(indices)} {source.identity} images", cached))
+        return plan
+
+    def _rows(self, plan: TaskPlan, pending: list) -> np.ndarray:
+        return self.feature_rows({k: plan.subsets[k] for k in {(s.name, seed) for s, seed, _ in pending}})
+
+    def run(self, model, ctx, plan: TaskPlan | None = None) -> list[Path]:
+        """Compute the missing records of `plan` (default: a new plan); returns the records written."""
+        plan = plan or self.plan(model, ctx)
+        if not plan.candidates:
             return []
-        rows = self.feature_rows({k: subsets[k] for k in {(s.name, seed) for s, seed, _ in pending}})
-        extracted = self.extract(model, ctx, rows, sorted({features[c] for _, _, c in pending}))
+        with ctx.lock(model, self.name):  # a second process on these results waits, then finds the records done
+            pending = [(s, seed, c) for s, seed, c in plan.pending  # done by another process meanwhile?
+                       if not ctx.is_done(plan.keys[(s.name, seed, c)][0],
+                                          plan.keys[(s.name, seed, c)][1]["identity"])]
+            return self._run(model, ctx, plan, pending) if pending else []
+
+    def _run(self, model, ctx, plan: TaskPlan, pending: list) -> list[Path]:
+        features, subsets = plan.features, plan.subsets
+        rows = self._rows(plan, pending)
+        with named_warnings(f"{record_name(model, self.name)} (feature extraction)"):
+            extracted = self.extract(model, ctx, rows, sorted({features[c] for _, _, c in pending}))
         if ctx.extract_only:
             return []
         position = {int(i): j for j, i in enumerate(rows)}
         fitted = {}
-        for setting, seed, classifier in pending:
-            idx, _ = subsets[(setting.name, seed)]
-            fitted[(setting.name, seed, classifier)] = self.fit(
-                model, ctx, classifier, setting, seed, np.array([position[int(i)] for i in idx]), extracted,
-                features[classifier])
-        scored = self.evaluate(model, ctx, fitted, extracted, features)
+        with ctx.bar(len(pending), f"{record_name(model, self.name)}: fits", "record") as bar:
+            for setting, seed, classifier in pending:
+                idx, _ = subsets[(setting.name, seed)]
+                with named_warnings(record_name(model, self.name, setting.name, seed, classifier)):
+                    fitted[(setting.name, seed, classifier)] = self.fit(
+                        model, ctx, classifier, setting, seed, np.array([position[int(i)] for i in idx]), extracted,
+                        features[classifier])
+                bar.update()
+        with named_warnings(f"{record_name(model, self.name)} (evaluation of {len(fitted)} record(s))"):
+            scored = self.evaluate(model, ctx, fitted, extracted, features)
         common = self.record_fields(model, extracted)
+        chance = self.chance_level(extracted)
+        if chance is not None:
+            common["chance"] = chance
         written = []
         for key, (metrics, extra) in scored.items():
             setting, seed, classifier = key
             idx, source = subsets[(setting, seed)]
-            path, identity = keys[key]
+            path, identity = plan.keys[key]
             record = {**common, "split_source": source, "feature": features[classifier], "num_train": int(len(idx)),
                       "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[key].record, **extra,
                       **identity}
@@ -234,11 +332,33 @@ class FeatureVectorTask(LowShotTask):
     def geometry(self, model) -> dict:
         return asdict(model.transform(self.data.resize, self.data.crop))
 
-    def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
+    def feature_requests(self, model, rows: np.ndarray, features: list[str]) -> list[tuple]:
+        """The training rows' and the whole evaluation set's features."""
         transform = model.transform(self.data.resize, self.data.crop)
-        return {"rows": rows, "transform": transform, "prepared": {},
-                "train": ctx.features(model, self.train, rows, transform, features),
-                "test": self.evaluation_features(model, ctx, features)}
+        test = self.data.test
+        return [(self.train, rows, transform, features), (test, np.arange(len(test)), transform, features)]
+
+    def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
+        train, test = (ctx.features(model, *request) for request in self.feature_requests(model, rows, features))
+        return {"rows": rows, "transform": model.transform(self.data.resize, self.data.crop), "prepared": {},
+                "train": train, "test": test}
+
+    def chance_level(self, extracted: dict) -> dict:
+        """Single-label: a uniform random guess, 100 / classes (its expected top-1 and mean per-class accuracy).
+        Multi-label: random scores, whose expected AP for a class is about its positive rate in the evaluation set;
+        the mean over the classes that have positives (as the mAP)."""
+        test, indices = self.evaluation_set()
+        y, mask = self.labels(test, np.asarray(indices, np.int64))
+        y = np.asarray(y)
+        if y.ndim == 2:
+            counted = np.ones(y.shape, bool) if mask is None else np.asarray(mask, bool)
+            positives, entries = ((y == 1) & counted).sum(0), counted.sum(0)
+            rates = positives[positives > 0] / entries[positives > 0]
+            return {"value": float(100 * rates.mean()), "rule": "random scores: AP of a class ~ its positive rate "
+                    f"in the evaluation set, mean over the {len(rates)} classes with positives"}
+        classes = getattr(self.train, "classes", None)
+        n = len(classes) if classes is not None else len(np.unique(np.asarray(self.train.targets)))
+        return {"value": 100.0 / n, "rule": f"uniform random guess over {n} classes (100 / {n})"}
 
     def evaluation_features(self, model, ctx, features: list[str]) -> dict:
         """{feature: [N, D]} of the whole evaluation set, through the feature cache."""

@@ -47,6 +47,8 @@ class TaskEntry:
     description: str
     settings: tuple[Setting, ...] | None = None  # None: the protocol's own settings
     options: dict | None = None  # extra keyword arguments of the protocol class
+    folder: str = ""  # the dataset folder it expects under --data-root, in words (`lowshot tasks`)
+    locate: Callable | None = None  # data root -> the dataset folder found; FileNotFoundError when absent
 
     @property
     def declared_settings(self) -> tuple[Setting, ...]:
@@ -61,25 +63,48 @@ class TaskEntry:
         return self.protocol(self.name, self.data(opts, settings), settings=settings, **(self.options or {}))
 
 
+def _imagenet_folder(root) -> str:
+    return find_dataset_folder(root, "imagenet", ["", "imagenet"], ("train",))
+
+
+def _coco_folder(root) -> str:
+    return find_dataset_folder(root, "coco", ["", "coco"], ("annotations",))
+
+
+def _ade20k_folder(root) -> str:
+    return find_dataset_folder(root, "ADEChallengeData2016", ["ADEChallengeData2016", ""], ("images", "annotations"))
+
+
+def _voc_folder(year: str):
+    def locate(root) -> str:
+        from .datasets.voc import resolve_voc_dir
+        return resolve_voc_dir(root, year)
+    return locate
+
+
 TASKS: dict[str, TaskEntry] = {t.name: t for t in [
     TaskEntry("imagenet-lowshot", LowShotClassification, False,
-              lambda o, s: imagenet_data(find_dataset_folder(o.data_root, "imagenet", ["", "imagenet"], ("train",)), s,
-                                         o.splits, o.custom_splits),
-              "ImageNet-1K, 1/2/5 img per class x 3 official seeds + 1 %, top-1 on val"),
+              lambda o, s: imagenet_data(_imagenet_folder(o.data_root), s, o.splits, o.custom_splits),
+              "ImageNet-1K, 1/2/5 img per class x 3 official seeds + 1 %, top-1 on val",
+              folder="imagenet/ (ImageFolder train/ and val/)", locate=_imagenet_folder),
     TaskEntry("voc07-multilabel", LowShotMultiLabel, False, lambda o, s: voc07_data(o.data_root),
-              "Pascal VOC 2007, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on test"),
+              "Pascal VOC 2007, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on test",
+              folder="VOCdevkit/VOC2007/ (JPEGImages/, ImageSets/, Annotations/)", locate=_voc_folder("2007")),
     TaskEntry("coco-multilabel", LowShotMultiLabel, False,
-              lambda o, s: coco_data(find_dataset_folder(o.data_root, "coco", ["", "coco"], ("annotations",))),
-              "MS-COCO 2014, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on val2014"),
+              lambda o, s: coco_data(_coco_folder(o.data_root)),
+              "MS-COCO 2014, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on val2014",
+              folder="coco/ (annotations/, train2014/, val2014/)", locate=_coco_folder),
     TaskEntry("embedded-lowshot", LowShotClassification, True, lambda o, s: embedded_classification(s),
               "embedded synthetic scenes, 1/2/5 img per class x 3 seeds + 1 %, top-1"),
     TaskEntry("embedded-multilabel", LowShotMultiLabel, True,
               lambda o, s: embedded_multilabel(train_pool=EMBEDDED_SCENE_POOL),
               "embedded multi-object scenes, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP"),
     TaskEntry("ade20k-seg", LowShotSegmentation, False, lambda o, s: ade20k_data(o.data_root),
-              "ADE20K, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU on validation"),
+              "ADE20K, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU on validation",
+              folder="ADEChallengeData2016/ (images/, annotations/)", locate=_ade20k_folder),
     TaskEntry("voc12-seg", LowShotSegmentation, False, lambda o, s: voc12_data(o.data_root),
-              "Pascal VOC 2012 (train_aug when present), 1 %, 5 %, 10 % x 3 seeds + full, linear head, mIoU on val"),
+              "Pascal VOC 2012 (train_aug when present), 1 %, 5 %, 10 % x 3 seeds + full, linear head, mIoU on val",
+              folder="VOCdevkit/VOC2012/ (JPEGImages/, ImageSets/, SegmentationClass/)", locate=_voc_folder("2012")),
     TaskEntry("embedded-seg", EmbeddedSegmentation, True, lambda o, s: embedded_seg(),
               "embedded scenes, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU",
               options={"train_pool": EMBEDDED_SCENE_POOL}),

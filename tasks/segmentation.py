@@ -148,12 +148,19 @@ class LowShotSegmentation(LowShotTask):
 
     # ----------------------------------------------------------------------- cached features and masks
 
-    def train_features(self, model, ctx, indices: np.ndarray, transform, feature: str) -> TokenFeatures:
-        """Features of `indices` through the feature cache, in chunks of at most FEATURE_CHUNK_BYTES."""
+    def feature_requests(self, model, rows: np.ndarray, features: list[str]) -> list[tuple]:
+        """The training rows' features, in chunks of at most FEATURE_CHUNK_BYTES (evaluation features are never
+        cached: they are computed window by window in the evaluation pass)."""
+        (feature,) = features
+        transform = model.transform(self.short_side, self.crop)
         per_image = (self.crop // model.patch_size) ** 2 * model.feature_dim(feature) * 2
         size = max(1, FEATURE_CHUNK_BYTES // per_image)
-        return TokenFeatures([ctx.features(model, self.train, indices[s:s + size], transform, [feature])[feature]
-                              for s in range(0, len(indices), size)])
+        return [(self.train, rows[s:s + size], transform, [feature]) for s in range(0, len(rows), size)]
+
+    def train_features(self, model, ctx, indices: np.ndarray, feature: str) -> TokenFeatures:
+        """Features of `indices` through the feature cache, chunk by chunk (`feature_requests`)."""
+        return TokenFeatures([ctx.features(model, *request)[feature]
+                              for request in self.feature_requests(model, indices, [feature])])
 
     def train_masks(self, ctx, indices: np.ndarray) -> np.ndarray:
         """Masks of `indices` at training geometry, uint8 [n, crop, crop], cached (and verified) beside the features."""
@@ -192,7 +199,7 @@ class LowShotSegmentation(LowShotTask):
         (feature,) = features
         t0 = time.time()
         transform = model.transform(self.short_side, self.crop)
-        train = self.train_features(model, ctx, rows, transform, feature)  # every chunk is requested here
+        train = self.train_features(model, ctx, rows, feature)  # every chunk is requested here
         if ctx.extract_only:  # masks are cached by the fitting run; evaluation features are never cached
             return {}
         masks = self.train_masks(ctx, rows)
@@ -201,13 +208,16 @@ class LowShotSegmentation(LowShotTask):
 
     def fit(self, model, ctx, classifier, setting, seed, rows, extracted, feature) -> Fitted:
         t0 = time.time()
+        name = f"{model.info.name} {self.name} {setting.name} seed {seed}"
+
+        def bar(steps: int, what: str):  # one progress bar per head trained (learning-rate candidates, final head)
+            return ctx.bar(steps, f"{name}: head {what}", "step", leave=False)
+
         head, hyper, how = fit_linear_head(extracted["train"], extracted["masks"], rows, self.data.num_classes,
                                            extracted["grid"], seed, model.device, self.lr_grid, self.steps,
-                                           self.min_steps, self.max_steps)
+                                           self.min_steps, self.max_steps, bar=bar)
         seconds = time.time() - t0
-        if ctx.progress:
-            print(f"{self.name} {setting.name} seed {seed}: lr {hyper['lr']:g}, {hyper['steps']} steps, "
-                  f"{seconds:.1f}s", flush=True)
+        ctx.log(f"{name}: lr {hyper['lr']:g}, {hyper['steps']} steps, {seconds:.1f}s")
         grid = extracted["grid"]
         memory = {"train_feature_bytes": int(len(rows) * grid * grid * model.feature_dim(feature) * 2)}
         return Fitted(head, {"hyperparameters": hyper, "hyperparameters_chosen_by": how, "memory": memory}, seconds)
@@ -220,8 +230,10 @@ class LowShotSegmentation(LowShotTask):
         confs = evaluate(lambda w: model.extract(w, [feature])[feature], model.patch_size,
                          {key: f.estimator for key, f in fitted.items()}, self.data.test, self.test_indices,
                          self.data.num_classes, self.crop, self.stride, self.short_side, self.max_long,
-                         model.eval_config, model.device, ctx.workers, ctx.progress)
+                         model.eval_config, model.device, ctx.workers,
+                         bar=lambda n: ctx.bar(n, f"{model.info.name} {self.name}: evaluation", "img"))
         eval_seconds = time.time() - t0
+        extracted["label_pixels"] = next(iter(confs.values())).sum(1) if confs else None
         out = {}
         for key, f in fitted.items():
             scores = segmentation_scores(confs[key])
@@ -233,6 +245,17 @@ class LowShotSegmentation(LowShotTask):
                 "memory": {**f.record["memory"], "union_feature_bytes": extracted["union_bytes"],
                            "peak_rss_mib": round(_peak_rss_mib(), 1)}})
         return out
+
+    def chance_level(self, extracted: dict) -> dict | None:
+        """The mIoU of a uniform random prediction over the classes: the expected confusion matrix of the
+        evaluation set's labelled pixels, scored as the real ones are."""
+        pixels = extracted.get("label_pixels")
+        if pixels is None:
+            return None
+        n = self.data.num_classes
+        expected = np.outer(pixels, np.full(n, 1.0 / n))
+        return {"value": segmentation_scores(expected)["miou"],
+                "rule": f"uniform random prediction over {n} classes on the evaluation set's labelled pixels"}
 
     def record_fields(self, model, extracted: dict) -> dict:
         return {"dataset": self.data.dataset, "num_train_pool": len(self.train), "num_test": int(len(self.test_indices)),

@@ -4,6 +4,8 @@ pending head to each window's features (computed once) and accumulates one confu
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -102,36 +104,44 @@ class _EvalImages(torch.utils.data.Dataset):
 @torch.no_grad()
 def evaluate(extract, patch_size: int, heads: dict, source, indices, num_classes: int, crop: int, stride: int,
              short_side: int, max_long: int | None, config, device="cpu", workers: int = 0,
-             progress: bool = False) -> dict:
+             bar=None) -> dict:
     """One streaming pass over `source[indices]`: each window's features are computed once by
     `extract(windows [n, 3, h, w]) -> tokens [n, N, D]` and every head of `heads` {key: callable
     (tokens [n, N, D], grid (gh, gw)) -> logits [n, C, gh, gw]} is applied. Images are resized with the
     interpolation and normalised with the mean / std of `config` (the model's EvalConfig).
+    `bar(total)`, when given, makes a progress bar (a context manager with `update()`) stepped once per image.
     Returns {key: confusion matrix accumulated over the whole set}."""
-    from tqdm import tqdm
 
     data = _EvalImages(source, indices, short_side, max_long, config.interpolation, config.mean, config.std)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers,
                                          prefetch_factor=4 if workers else None)
     conf = {key: np.zeros((num_classes, num_classes), np.int64) for key in heads}
-    for _, image, mask in tqdm(loader, desc="segmentation eval", disable=not progress, unit="img"):
-        image, mask = image.to(device), mask.numpy()
-        tokens = None
-
-        def window_logits(windows, head):
-            nonlocal tokens
-            h, w = windows.shape[-2:]
-            padded = _pad_to_multiple(windows, patch_size)
-            grid = (padded.shape[-2] // patch_size, padded.shape[-1] // patch_size)
-            if tokens is None:  # the windows are the same for every head: features once per image
-                tokens = extract(padded).to(torch.float16).float()  # as the cached training features
-            low = head(tokens, grid)  # [n, C, gh, gw]; upsampled one window at a time
-            size = padded.shape[-2:]
-            return (F.interpolate(window[None], size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
-                    for window in low)
-
-        for key, head in heads.items():
-            logits = slide_inference(image, lambda windows: window_logits(windows, head), crop, stride)
-            pred = resize_argmax(logits, *mask.shape)
-            conf[key] += confusion_matrix(pred.cpu().numpy(), mask, num_classes)
+    with bar(len(data)) if bar else contextlib.nullcontext() as progress:
+        for _, image, mask in loader:
+            _evaluate_image(image.to(device), mask.numpy(), extract, patch_size, heads, conf, num_classes, crop,
+                            stride)
+            if progress is not None:
+                progress.update()
     return conf
+
+
+def _evaluate_image(image, mask, extract, patch_size, heads, conf, num_classes, crop, stride) -> None:
+    """Every head's predictions for one image, added to its confusion matrix in `conf`."""
+    tokens = None
+
+    def window_logits(windows, head):
+        nonlocal tokens
+        h, w = windows.shape[-2:]
+        padded = _pad_to_multiple(windows, patch_size)
+        grid = (padded.shape[-2] // patch_size, padded.shape[-1] // patch_size)
+        if tokens is None:  # the windows are the same for every head: features once per image
+            tokens = extract(padded).to(torch.float16).float()  # as the cached training features
+        low = head(tokens, grid)  # [n, C, gh, gw]; upsampled one window at a time
+        size = padded.shape[-2:]
+        return (F.interpolate(window[None], size=size, mode="bilinear", align_corners=False)[0, :, :h, :w]
+                for window in low)
+
+    for key, head in heads.items():
+        logits = slide_inference(image, lambda windows: window_logits(windows, head), crop, stride)
+        pred = resize_argmax(logits, *mask.shape)
+        conf[key] += confusion_matrix(pred.cpu().numpy(), mask, num_classes)

@@ -47,8 +47,10 @@ def test_leaderboard_values(results, tmp_path):
     assert list(ibot["source"]) == ["published"] and ibot.iloc[0]["imagenet-lowshot 1img logreg mean"] == pytest.approx(46.1)
     assert len(pd.read_csv(paths["records"])) == 12
     md = paths["markdown"].read_text()
-    assert "| dino-vits16 | dino | ours |" in md and "41.0 ± 1.0" in md and "–" in md
-    assert "embedded-multilabel 5shot logreg" in md
+    assert "| dino-vits16 | dino | ours | 41.0 ± 1.0 (n=3) | 51.0 ± 1.0 (n=3) | 60.0 ± 1.0 (n=3) | 64.0 (n=1) |" in md
+    assert "| msn-vits16 | msn | ours | 47.5 (n=1) | – | – | – |" in md
+    multilabel = md[md.index("## embedded-multilabel"):]
+    assert "| maskcluster-tiny | maskcluster | ours | 33.3 (n=1) |" in multilabel
 
 
 def test_filter_and_sort(results, tmp_path):

@@ -67,12 +67,13 @@ def test_a_new_setting_is_one_declaration(tmp_path, monkeypatch):
     results, records = _bench(tmp_path, "--setting", "5img", "10img", "--classifier", "logreg")
     ten = [r for r in records if r["setting"] == "10img"]
     assert sorted(r["seed"] for r in ten) == [1, 2, 3] and all(r["num_train"] == 160 for r in ten)  # 16 classes
-    header = (results / "leaderboard.md").read_text().splitlines()[0]
-    assert header.index("embedded-lowshot 5img logreg") < header.index("embedded-lowshot 10img logreg")
+    md = (results / "leaderboard.md").read_text()
+    header = next(line for line in md[md.index("## embedded-lowshot"):].splitlines() if line.startswith("| model"))
+    assert header.endswith("| 5img | 10img |")
     fig = draw_task(load_summary(results)[1], "embedded-lowshot", classifier="logreg")
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "5", "10", "1 %"]
-    assert list(ax.get_xticks()) == [1, 2, 5, 10, 12.8]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["5", "10"]  # the settings it has results of
+    assert list(ax.get_xticks()) == [5, 10]  # 80 and 160 labelled images of 16 classes
     assert sorted(ax.containers[0].lines[0].get_xdata()) == [5, 10]  # the points of this run
 
 
@@ -99,7 +100,8 @@ def test_a_new_classifier_is_one_declaration(tmp_path, monkeypatch):
     results, records = _bench(tmp_path, "--setting", "5img", "--classifier", "centroid")  # a CLI choice now
     assert {(r["classifier"], r["preprocessing"]) for r in records} == {("centroid", "L2")} and len(records) == 3
     assert all(0 <= r["metrics"]["top1"] <= 100 for r in records)
-    assert "embedded-lowshot 5img centroid" in (results / "leaderboard.md").read_text()
+    md = (results / "leaderboard.md").read_text()
+    assert "| model | method | source | 5img |" in md and "| dino_pretrain.pth | dino | ours | " in md
 
 
 def test_a_new_eval_feature_is_one_declaration(tmp_path, monkeypatch):

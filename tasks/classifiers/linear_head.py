@@ -4,6 +4,7 @@ labelled subset. The protocol around it is in `tasks/segmentation.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -85,8 +86,9 @@ def num_steps(n: int, batch_size: int = BATCH_SIZE, min_steps: int = MIN_STEPS, 
 
 
 def train_head(features: TokenFeatures, masks: np.ndarray, rows: np.ndarray, num_classes: int, grid: int, lr: float,
-               steps: int, seed: int, device, batch_size: int = BATCH_SIZE) -> LinearHead:
-    """Train a LinearHead on `rows` (positions in `features` / `masks` [*, crop, crop])."""
+               steps: int, seed: int, device, batch_size: int = BATCH_SIZE, progress=None) -> LinearHead:
+    """Train a LinearHead on `rows` (positions in `features` / `masks` [*, crop, crop]); `progress.update()` after
+    every step when given."""
     crop = masks.shape[-1]
     dim = features.chunks[0].shape[-1]
     head = LinearHead(dim, num_classes).to(device).train()
@@ -114,6 +116,8 @@ def train_head(features: TokenFeatures, masks: np.ndarray, rows: np.ndarray, num
             z.backward(z_leaf.grad)
             opt.step()
         schedule.step()
+        if progress is not None:
+            progress.update()
     return head.eval()
 
 
@@ -134,13 +138,18 @@ def crop_confusion(head: LinearHead, features: TokenFeatures, masks: np.ndarray,
 
 def fit_linear_head(features: TokenFeatures, masks: np.ndarray, rows: np.ndarray, num_classes: int, grid: int,
                     seed: int, device, lr_grid: tuple[float, ...] = LR_GRID, steps: int | None = None,
-                    min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS) -> tuple[LinearHead, dict, str]:
+                    min_steps: int = MIN_STEPS, max_steps: int = MAX_STEPS, bar=None) -> tuple[LinearHead, dict, str]:
     """(head, hyper-parameters, how the learning rate was chosen): the learning rate with the best mIoU on a
     held-out part of the labelled subset `rows` (trained on the rest), then the head retrained on all of `rows`.
     An empty `lr_grid`, or a subset too small to hold images out, uses DEFAULT_LR. `steps` fixes the step count
-    (tests); by default 20 epochs of the subset within [min_steps, max_steps]."""
+    (tests); by default 20 epochs of the subset within [min_steps, max_steps]. `bar(steps, what)`, when given, makes
+    the progress bar (a context manager with `update()`) of each head trained."""
     def budget(n):
         return steps or num_steps(n, min_steps=min_steps, max_steps=max_steps)
+
+    def train(kept, lr, n_steps, what):
+        with bar(n_steps, what) if bar else contextlib.nullcontext() as progress:
+            return train_head(features, masks, kept, num_classes, grid, lr, n_steps, seed, device, progress=progress)
 
     if not lr_grid:
         lr, how = DEFAULT_LR, "fixed protocol default (no learning-rate search for this task)"
@@ -152,7 +161,7 @@ def fit_linear_head(features: TokenFeatures, masks: np.ndarray, rows: np.ndarray
         held, kept = rows[np.sort(perm[:n_out])], rows[np.sort(perm[n_out:])]
         scores = {}
         for candidate in lr_grid:
-            head = train_head(features, masks, kept, num_classes, grid, candidate, budget(len(kept)), seed, device)
+            head = train(kept, candidate, budget(len(kept)), f"lr {candidate:g} (held-out search)")
             conf = crop_confusion(head, features, masks, held, num_classes, grid, device)
             scores[candidate] = segmentation_scores(conf)["miou"]
         finite = {k: v for k, v in scores.items() if np.isfinite(v)}
@@ -160,7 +169,7 @@ def fit_linear_head(features: TokenFeatures, masks: np.ndarray, rows: np.ndarray
         how = (f"held-out mIoU on {n_out} of the {len(rows)} labelled images (trained on the other "
                f"{len(kept)}): " + ", ".join(f"{k:g}: {v:.2f}" for k, v in scores.items()))
     total = budget(len(rows))
-    head = train_head(features, masks, rows, num_classes, grid, lr, total, seed, device)
+    head = train(rows, lr, total, f"lr {lr:g}")
     hyper = {"lr": lr, "weight_decay": WEIGHT_DECAY, "steps": total, "batch_size": min(BATCH_SIZE, len(rows)),
              "optimizer": "AdamW(0.9, 0.999)", "schedule": "poly(1.0) to 0, no warm-up", "lr_grid": list(lr_grid),
              "loss": f"cross-entropy, ignore {IGNORE_INDEX}, mean over labelled pixels"}
