@@ -385,9 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
     pt = sub.add_parser("pretrain", help="pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
                         parents=[common])
     add_pretrain_arguments(pt).set_defaults(func=cmd_pretrain)
-    for action in pt._actions:  # model_zoo/pretrain/cli.py leaves --seed without help (to move there on merge)
-        if action.dest == "seed" and not action.help:
-            action.help = "random seed of the run: initialisation, augmentations and data order (default 0)"
 
     pl = sub.add_parser("plot", help="figures from the records: figure1, or every family", parents=[common])
     pl.add_argument("figure", choices=["figure1", "families"],

@@ -32,7 +32,8 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--steps", type=int, help="total optimizer steps")
     p.add_argument("--batch-size", type=int, help="images per process and step")
     p.add_argument("--lr", type=float, help="peak learning rate (after warm-up)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int,
+                   help="random seed of the run: initialisation, augmentations and data order (default 0)")
     p.add_argument("--img-size", type=int, help="global crop size (default: 64 for embedded/tiny, else 224)")
     p.add_argument("--patch-size", type=int, help="default: 8 for tiny, else 16")
     p.add_argument("--max-images", type=int, help="use at most this many training images")
