@@ -303,7 +303,7 @@ def test_train_and_eval_features_agree_on_the_embedded_geometry(tmp_path):
     task = seg.EmbeddedSegmentation("embedded-seg", seg.embedded_data(), train_pool=8, test_limit=1)
     ctx = RunContext(tmp_path / "results", FeatureCache(tmp_path / "features"), workers=0, progress=False)
     rows = np.arange(8)
-    features = task.train_features(model, ctx, rows, model.transform(64, 64), "patch")
+    features = task.train_features(model, ctx, rows, "patch")  # the task's own transform (64 px here)
     masks = task.train_masks(ctx, rows)
     c = task.data.num_classes
     head = linear_head.train_head(features, masks, rows, c, 4, 1e-2, 40, seed=1, device="cpu")
