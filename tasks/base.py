@@ -71,7 +71,11 @@ def named_warnings(what: str):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
+    seen = set()  # one line per distinct warning (e.g. mAP's all-point and VOC07 passes warn alike)
     for w in caught:
+        if (w.category, str(w.message)) in seen:
+            continue
+        seen.add((w.category, str(w.message)))
         if issubclass(w.category, NamedWarning) or issubclass(w.category, _QUIET):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         else:
