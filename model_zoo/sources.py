@@ -9,6 +9,7 @@ model never share cached features or records.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -207,18 +208,15 @@ def _hf(repo: str, weights_file, progress: bool):
         config = _hub_file(repo, "config.json", f"hf:{repo}", "hf:DIRECTORY (huggingface-cli download "
                            f"{repo} --local-dir DIRECTORY)")
         directory = config.parent
-        for name in HF_WEIGHTS:
+        for i, name in enumerate(HF_WEIGHTS):  # the first weights file the repository has
             try:
                 _hub_file(repo, name, f"hf:{repo}", "hf:DIRECTORY")
                 break
             except MissingFileError:
-                if name == HF_WEIGHTS[-1]:
+                if i == len(HF_WEIGHTS) - 1:
                     raise
-        for name in ("preprocessor_config.json",):
-            try:
-                _hub_file(repo, name, f"hf:{repo}", "hf:DIRECTORY")
-            except MissingFileError:
-                pass
+        with contextlib.suppress(MissingFileError):  # optional: without it, ImageNet normalisation
+            _hub_file(repo, "preprocessor_config.json", f"hf:{repo}", "hf:DIRECTORY")
     weights = next((directory / n for n in HF_WEIGHTS if (directory / n).exists()), None)
     if weights is None:
         raise MissingFileError(f"hf:{repo}: no {' or '.join(HF_WEIGHTS)} in {directory}")
