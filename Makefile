@@ -32,7 +32,7 @@ leaderboard: $(STAMP)
 figure1: $(STAMP)
 	$(BIN)/lowshot plot figure1 $(RESULTS)
 
-# Regenerate the committed embedded-default results (records, leaderboard, figures) in results/embedded.
+# Regenerate the committed embedded-default results (records, leaderboard, figures, report) in results/embedded.
 # Records of a results directory (<results>/<model>/<task>/*.json; the saved split files stay): deleted before a
 # regeneration, so that no record of an older configuration is left beside the new ones.
 clear_records = find $(1) -mindepth 3 -maxdepth 3 -name '*.json' -not -path '*/splits/*' -delete
@@ -42,6 +42,7 @@ results: $(STAMP)
 	$(BIN)/lowshot bench --model all --model random-tiny --results $(EMBEDDED_RESULTS) --overwrite
 	$(BIN)/lowshot leaderboard $(EMBEDDED_RESULTS)
 	$(BIN)/lowshot plot families $(EMBEDDED_RESULTS)
+	$(BIN)/lowshot report $(EMBEDDED_RESULTS)
 
 # Re-train the tiny models shipped in model_zoo/weights/ (CPU, one after another, ~50 min); prints their sha256
 # for model_zoo/registry.py. Bit-exact only on the same machine, thread count and torch/timm versions.
@@ -58,6 +59,7 @@ ablation-collapse: $(STAMP)
 		$(foreach v,centering memax sinkhorn,--model build/ablation-collapse/maskcluster-tiny-$(v).safetensors)
 	$(BIN)/lowshot leaderboard $(ABLATION_RESULTS)
 	$(BIN)/lowshot plot families $(ABLATION_RESULTS)
+	$(BIN)/lowshot report $(ABLATION_RESULTS)
 
 clean:
 	rm -rf $(VENV) *.egg-info
