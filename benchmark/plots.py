@@ -41,15 +41,36 @@ def _staggered(ticks: list[tuple[float, str]]) -> list[str]:
     return labels
 
 
-def _caption(rows: pd.DataFrame, chance: float | None) -> str:
+def chance_note(chance: float | None) -> str:
+    return f"Dashed grey line: chance level ({chance:.1f})." if chance is not None else "Chance level: not recorded."
+
+
+def caption(rows: pd.DataFrame, chance: str, x_rule: str = "x: each setting placed by its labelled images per class.") -> str:
+    """The figure's caption: what the error bars are (over how many seeds), single seeds, published markers, the
+    chance line (`chance`: its sentence) and how x is placed."""
     seeds = sorted({int(n) for n in rows.loc[rows["n_seeds"] > 1, "n_seeds"]})
     over = f"{seeds[0]}" if len(seeds) == 1 else "–".join(map(str, (seeds[0], seeds[-1]))) if seeds else ""
     parts = [f"Error bars: ± sample std over {over} seeds (filled markers)." if seeds else "No point has more than one seed.",
              "Half-filled markers: one seed, no error bar (no spread measured).",
-             "Hollow markers: published numbers." if (rows["kind"] == "published").any() else "",
-             f"Dashed grey line: chance level ({chance:.1f})." if chance is not None else "Chance level: not recorded.",
-             "x: each setting placed by its labelled images per class."]
+             "Hollow markers: published numbers." if "kind" in rows and (rows["kind"] == "published").any() else "",
+             chance, x_rule]
     return " ".join(p for p in parts if p)
+
+
+def chance_level(rows: pd.DataFrame) -> float | None:
+    """The chance level the records of `rows` carry (their mean; one task's records share one), None if unrecorded."""
+    chances = pd.to_numeric(rows.get("chance", pd.Series(dtype=float)), errors="coerce").dropna()
+    return float(chances.mean()) if len(chances) else None
+
+
+def marker_key(ax, size: float = 6, published: bool = False) -> list:
+    """Legend entries of the marker conventions: filled = mean ± std over seeds, half-filled = one seed, hollow =
+    published (when `published`)."""
+    key = dict(color="0.35", linestyle="none", marker="o", markersize=size, markeredgewidth=1.3)
+    return [ax.plot([], [], markerfacecolor="0.35", label="mean ± std over seeds", **key)[0],
+            ax.plot([], [], fillstyle="left", markerfacecolor="0.35", markerfacecoloralt="white",
+                    label="one seed (no error bar)", **key)[0]] + (
+        [ax.plot([], [], markerfacecolor="white", label="published", **key)[0]] if published else [])
 
 
 def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None):
@@ -77,8 +98,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     kind = rows["source"].map(lambda v: "published" if v.startswith("published") else "ours")
     rows = rows.assign(curve=curve, kind=kind).sort_values("finished", kind="stable").drop_duplicates(
         ["curve", "kind", "setting", "classifier"], keep="last")
-    chances = pd.to_numeric(rows.get("chance", pd.Series(dtype=float)), errors="coerce").dropna()
-    chance = float(chances.mean()) if len(chances) else None
+    chance = chance_level(rows)
     fig, ax = plt.subplots(figsize=(8.0, 4.9), dpi=150)
     handles = []
     for i, model in enumerate(sorted(set(rows["curve"]))):
@@ -106,12 +126,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     if chance is not None:
         handles.append(ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=1.2,
                                   label=f"chance ({chance:.1f})"))
-    key = dict(color="0.35", linestyle="none", marker="o", markersize=6, markeredgewidth=1.3)
-    handles += [ax.plot([], [], markerfacecolor="0.35", label="mean ± std over seeds", **key)[0],
-                ax.plot([], [], fillstyle="left", markerfacecolor="0.35", markerfacecoloralt="white",
-                        label="one seed (no error bar)", **key)[0]]
-    if (rows["kind"] == "published").any():
-        handles.append(ax.plot([], [], markerfacecolor="white", label="published", **key)[0])
+    handles += marker_key(ax, published=(rows["kind"] == "published").any())
     ticks = sorted((x, labels[s]) for s, x in xs.items() if s in labels and not math.isnan(x))
     ax.set_xscale("log")
     ax.set_xticks([x for x, _ in ticks], _staggered(ticks))
@@ -121,7 +136,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     ax.set_title(title or f"{task}: {protocol.metric_label.split(' (')[0]} vs labels")
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.text(0.01, 0.01, _caption(rows, chance), fontsize=7.5, wrap=True, va="bottom")
+    fig.text(0.01, 0.01, caption(rows, chance_note(chance)), fontsize=7.5, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
@@ -129,7 +144,11 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
 def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier: str | None = None,
               title: str | None = None) -> list[Path]:
     """Write `<out_stem>.png` and `.pdf` of `task`'s results; returns their paths."""
-    fig = draw_task(summary, task, classifier, title)
+    return save_figure(draw_task(summary, task, classifier, title), out_stem)
+
+
+def save_figure(fig, out_stem: str | Path) -> list[Path]:
+    """`<out_stem>.png` and `.pdf` of `fig` (each written atomically), then the figure is closed."""
     out_stem = Path(out_stem)
     # No creation date in the PDF: the same records give the same bytes.
     metadata = {"png": None, "pdf": {"CreationDate": None}}

@@ -104,7 +104,7 @@ def _table_html(table: TaskTable, index: int, records: dict, frame, results: Pat
 
 def render(results: str | Path) -> str:
     """The report page of `results` as one HTML string."""
-    results = Path(results).resolve()
+    shown, results = str(results), Path(results).resolve()  # the heading names the folder as it was given
     raw, frame, summary = load_all(results)
     records = {str(r["path"]): r for r in raw}
     provenance: dict = {}
@@ -112,7 +112,7 @@ def render(results: str | Path) -> str:
     for i, table in enumerate(task_tables(summary)):
         counts = "; ".join(f"{s}: {labelled_text(table, s)}" for s in table.settings)
         chance = f"; chance level {table.chance:.1f}" if table.chance is not None else ""
-        parts = [f'<h2 id="task-{i}">{html.escape(table.task)}</h2>',
+        parts = [f'<h2 id="task-{i}">{html.escape(table.heading)}</h2>',
                  f'<p class="note">{html.escape(table.family)}, {html.escape(table.metric_label)}{chance}. Columns in '
                  f"the order of labelled images: {html.escape(counts)}.</p>",
                  _table_html(table, i, records, frame, results, provenance)]
@@ -126,13 +126,13 @@ def render(results: str | Path) -> str:
                              "hollow markers published numbers; dashed line: chance.</figcaption></figure>")
         sections.append("\n".join(parts))
     data = json.dumps(provenance, sort_keys=True).replace("</", "<\\/")
-    toc = " · ".join(f'<a href="#task-{i}">{html.escape(t.task)}</a>' for i, t in enumerate(task_tables(summary)))
+    toc = " · ".join(f'<a href="#task-{i}">{html.escape(t.heading)}</a>' for i, t in enumerate(task_tables(summary)))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>lowshot-bench report: {html.escape(results.name)}</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <style>{CSS}</style></head>
 <body>
-<h1>lowshot-bench report: {html.escape(str(results))}</h1>
+<h1>lowshot-bench report: {html.escape(shown)}</h1>
 <p class="note">{len(raw)} records, written {time.strftime("%Y-%m-%d %H:%M")}. One table per task; cells are
 mean ± sample std over the seeds with the number of seeds (n); † marks a cell with a record whose solver did not
 converge. Click a column header to sort by it (again to reverse); click a cell for its provenance.</p>

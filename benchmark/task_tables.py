@@ -61,6 +61,13 @@ class TaskTable:
     num_train: dict[str, float]  # mean labelled images of our records per setting (absent: none recorded)
 
     @property
+    def heading(self) -> str:
+        """The task's name; with the family in brackets for a table of another family than the task's own (its
+        label-free scores), so that two tables of one task never share a heading."""
+        entry = declaration(self.task)
+        return self.task if entry is None or entry.family == self.family else f"{self.task} ({self.family})"
+
+    @property
     def classifiers(self) -> list[str]:
         return list(dict.fromkeys(r.classifier for r in self.rows))
 
@@ -113,13 +120,18 @@ def task_table(summary: pd.DataFrame, task: str, family: str) -> TaskTable:
 
 
 def task_tables(summary: pd.DataFrame) -> list[TaskTable]:
-    """One table per (task, family) of `summary`, tasks in the registry's order (unregistered ones last)."""
+    """One table per (task, family) of `summary`, tasks in the registry's order (unregistered ones last), a task's
+    own family before its label-free scores."""
     if summary.empty:
         return []
     pairs = list(dict.fromkeys(zip(summary["task"], summary["family"])))
     from tasks.registry import TASKS
     index = {name: i for i, name in enumerate(TASKS)}
-    pairs.sort(key=lambda p: (index.get(p[0], len(index)), p[0], p[1]))
+    def own(task, family):
+        entry = declaration(task)
+        return entry is not None and entry.family == family
+
+    pairs.sort(key=lambda p: (index.get(p[0], len(index)), p[0], not own(*p), p[1]))
     return [task_table(summary, task, family) for task, family in pairs]
 
 
@@ -143,7 +155,7 @@ def markdown(tables: list[TaskTable]) -> str:
         classifier_column = len(t.classifiers) > 1
         counts = "; ".join(f"{s}: {labelled_text(t, s)}" for s in t.settings)
         chance = f"; chance level {t.chance:.1f}" if t.chance is not None else ""
-        out += [f"## {t.task}", "", f"{t.family}, {t.metric_label}{chance}. Labelled images: {counts}.", ""]
+        out += [f"## {t.heading}", "", f"{t.family}, {t.metric_label}{chance}. Labelled images: {counts}.", ""]
         header = ["model", "method"] + (["classifier"] if classifier_column else []) + ["source"] + t.settings
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         refs = t.references

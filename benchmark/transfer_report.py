@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from model_zoo.files import atomic_write, atomic_write_text
+from model_zoo.files import atomic_write_text
 from tasks.registry import TASK_GROUPS, declaration
 from tasks.transfer import TRANSFER_SETTINGS
 
-from .plots import COLOURS, MARKERS, plt
+from .plots import COLOURS, MARKERS, caption, chance_level, marker_key, plt, save_figure
 
 FAMILY = "transfer"
 MEAN_COLUMNS = ["model", "variant", "method", "classifier", "setting", "mean", "n_datasets", "datasets"]
@@ -80,18 +80,30 @@ def write_transfer_tables(summary: pd.DataFrame, out_dir) -> dict[str, Path]:
     return paths
 
 
-def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str, value: str = "mean") -> None:
+def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str) -> None:
+    """One panel: the main score vs k per (model, classifier). Rows with seeds (a task's) get error bars of ± their
+    std and half-filled markers where one seed was run, and the task's chance level; the mean panel has neither."""
     xs = {s.name: s.x for s in TRANSFER_SETTINGS}
     for (curve, classifier), part in rows.groupby(["curve", "classifier"]):
         i = curves.index(curve)
         part = part.assign(x=part["setting"].map(xs)).sort_values("x")
-        ax.plot(part["x"], part[value], marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
-                linestyle=CLASSIFIER_LINES.get(classifier, ":"), markersize=4, linewidth=1.2,
-                label=f"{curve} {classifier}")
+        style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)], markersize=4,
+                     markeredgewidth=1.0)
+        single = part["n_seeds"] <= 1 if "n_seeds" in part else pd.Series(False, index=part.index)
+        std = part["std"].where(~single) if "std" in part else None
+        ax.errorbar(part["x"], part["mean"], yerr=std, capsize=2, elinewidth=0.8,
+                    linestyle=CLASSIFIER_LINES.get(classifier, ":"), linewidth=1.2, markevery=list(~single),
+                    label=f"{curve} {classifier}", **style)
+        if single.any():  # one seed: half-filled, so it never reads as a zero spread
+            ax.plot(part["x"][single], part["mean"][single], linestyle="none", fillstyle="left",
+                    markerfacecolor=style["color"], markerfacecoloralt="white", **style)
+    chance = chance_level(rows)
+    if chance is not None:
+        ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=1.0, label="chance level")
     ax.set_xscale("log")
     ax.set_xticks([s.x for s in TRANSFER_SETTINGS], [s.label for s in TRANSFER_SETTINGS])
     ax.minorticks_off()
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title + (f" (chance {chance:.1f})" if chance is not None else ""), fontsize=9)
     ax.set_ylabel(ylabel, fontsize=8)
     ax.set_xlabel("labelled images per class (k)", fontsize=7)
     ax.tick_params(labelsize=7)
@@ -99,11 +111,16 @@ def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str, v
 
 
 def transfer_figure(summary: pd.DataFrame, out_dir) -> list[Path]:
-    """`transfer.png` / `.pdf` in `out_dir`: a panel per transfer task with results and one for the mean over the
-    real datasets (when any); [] without transfer results."""
-    rows = transfer_rows(summary)
-    if rows.empty:
+    """`transfer.png` / `.pdf` in `out_dir` (`draw_transfer`); [] without transfer results."""
+    if transfer_rows(summary).empty:
         return []
+    return save_figure(draw_transfer(summary), Path(out_dir) / "transfer")
+
+
+def draw_transfer(summary: pd.DataFrame):
+    """The matplotlib figure: a panel per transfer task with results and one for the mean over the real datasets
+    (when any), a legend and a caption under them."""
+    rows = transfer_rows(summary)
     rows = rows.assign(curve=_curve(rows))
     mean = transfer_mean(summary)
     mean = mean.assign(curve=_curve(mean))
@@ -114,8 +131,9 @@ def transfer_figure(summary: pd.DataFrame, out_dir) -> list[Path]:
     cols = min(4, panels)
     nrows = math.ceil(panels / cols)
     ncol = 2 * cols  # legend entries per line: two per panel width
-    bottom = 0.1 + 0.2 * math.ceil(2 * len(curves) / ncol)  # inches below the panels: the legend
-    height = 2.6 * nrows + bottom
+    bottom = 0.1 + 0.2 * math.ceil((2 * len(curves) + 3) / ncol)  # inches below the panels: the legend
+    caption_inches = 0.45  # and under it the caption
+    height = 2.6 * nrows + bottom + caption_inches
     fig, axes = plt.subplots(nrows, cols, figsize=(max(4.4, 3.2 * cols), height), dpi=130, squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         protocol = declaration(task).protocol
@@ -131,12 +149,14 @@ def transfer_figure(summary: pd.DataFrame, out_dir) -> list[Path]:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
+    legend.update({h.get_label(): h for h in marker_key(axes.flat[0], size=4)})
     handles, labels = list(legend.values()), list(legend)
-    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, bottom / height, 1, 1))
-    stem = Path(out_dir) / "transfer"
-    metadata = {"png": None, "pdf": {"CreationDate": None}}
-    paths = [atomic_write(stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp, metadata=metadata[ext]),
-                          suffix=f".tmp.{ext}") for ext in ("png", "pdf")]
-    plt.close(fig)
-    return paths
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, caption_inches / height))
+    chance = ("Dashed grey line: the chance level of the panel's task (a uniform random guess, "
+              "100 / classes)." if rows["chance"].notna().any() else "Chance level: not recorded.")
+    mean_rule = " The mean panel: the mean over datasets of each dataset's mean, no error bars." if not mean.empty else ""
+    fig.text(0.01, 0.01, caption(rows, chance, "x: k labelled images per class; full: every training image."
+                                 + mean_rule), fontsize=6.5, wrap=True, va="bottom")
+    fig.tight_layout(rect=(0, (bottom + caption_inches) / height, 1, 1))
+    return fig

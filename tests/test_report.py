@@ -16,6 +16,7 @@ from benchmark.leaderboard import REFERENCE, build, load_reference, load_summary
 from benchmark.plots import draw_task
 from benchmark.records import record_path, write_record
 from benchmark.report import render, write_report
+from benchmark.transfer_report import draw_transfer
 from tasks.registry import declaration
 
 ML = "embedded-multilabel"
@@ -69,6 +70,16 @@ def test_tables_order_settings_by_labelled_images_and_show_the_seeds(results, tm
     assert five["n_seeds"] == 3 and five["not_converged"] == 1 and five["per_class"] == pytest.approx(43 / 16, abs=1e-3)
 
 
+def test_a_tasks_label_free_scores_get_their_own_heading(results, tmp_path):
+    _record(results, "dino-tiny", ML, "full", 1, 5.4, 2000, classifier="rankme", family="label-free",
+            main_score="rankme")
+    md = build(results, tmp_path / "out")["markdown"].read_text()
+    headings = [line for line in md.splitlines() if line.startswith(f"## {ML}")]
+    assert headings == [f"## {ML}", f"## {ML} (label-free)"]
+    page = render(results)
+    assert page.count(f">{ML} (label-free)</a>") == 1 and page.count(f">{ML}</a>") == 1
+
+
 def test_figure_positions_chance_line_single_seeds_and_caption(results):
     _, summary = load_summary(results, reference=None)
     fig = draw_task(summary, ML)
@@ -85,6 +96,28 @@ def test_figure_positions_chance_line_single_seeds_and_caption(results):
     assert mcolors.to_hex(halves[0].get_markerfacecoloralt()) == "#ffffff"
     caption = fig.texts[-1].get_text()
     assert "± sample std over 3 seeds" in caption and "one seed" in caption and "chance level (15.0)" in caption
+
+
+def test_transfer_figure_has_error_bars_single_seeds_chance_and_caption(tmp_path):
+    r, task = tmp_path / "runs", "embedded-transfer"
+    for seed in (1, 2, 3):
+        _record(r, "dino-tiny", task, "1shot", seed, 18.0 + 2 * seed, 12, num_classes=12, chance=8.3,
+                family="transfer", main_score="top1")
+    _record(r, "dino-tiny", task, "full", 1, 40.0, 600, num_classes=12, chance=8.3, family="transfer",
+            main_score="top1")
+    _, summary = load_summary(r, reference=None)
+    fig = draw_transfer(summary)
+    ax = fig.axes[0]
+    bars = ax.containers[0]
+    assert list(bars.lines[0].get_ydata()) == [22.0, 40.0]
+    segments = [s for s in bars.lines[2][0].get_segments() if len(s)]  # 1shot: mean ± std (std 2); full: none
+    assert len(segments) == 1 and [y for _, y in segments[0]] == pytest.approx([20.0, 24.0])
+    halves = [line for line in ax.get_lines() if line.get_fillstyle() == "left" and len(line.get_xdata())]
+    assert [list(line.get_ydata()) for line in halves] == [[40.0]]
+    chance = [line for line in ax.get_lines() if line.get_label() == "chance level"]
+    assert len(chance) == 1 and list(chance[0].get_ydata()) == [8.3, 8.3]
+    text = fig.texts[-1].get_text()
+    assert "± sample std over 3 seeds" in text and "one seed" in text and "chance level" in text
 
 
 def test_published_rows_name_their_source_and_their_task():
