@@ -41,6 +41,18 @@ def _size() -> dict:
     return {"ncols": size.columns if size.columns >= 40 else 100, "nrows": size.lines if size.lines >= 5 else 40}
 
 
+def fitted(desc: str, columns: int) -> str:
+    """`desc` shortened so that a bar keeps about 52 columns for itself (its counts take ~40): what precedes its
+    first `: ` (the model) is kept, then `…` and the end of the rest (the images it reads); unchanged if it fits."""
+    room = max(24, columns - 52)
+    if len(desc) <= room:
+        return desc
+    head, _, rest = desc.partition(": ")
+    head = head + ": " if rest and len(head) + 3 < room // 2 else ""
+    rest = rest or desc
+    return head + "…" + rest[len(rest) - (room - len(head) - 1):]
+
+
 def _seconds(s: float) -> str:
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.1f}min"
 
@@ -59,8 +71,9 @@ class Progress:
         self.how = "off" if not enabled else (how or mode(self.stream))
         self.interval = log_interval() if interval is None else interval
         self.n, self.start, self.last = 0, time.time(), time.time()
-        self.bar = tqdm(total=self.total, desc=desc, unit=unit, file=self.stream, leave=leave, **_size()) \
-            if self.how == "bars" else None
+        size = _size()  # a bar's description is shortened to fit the terminal; a log line says it whole
+        self.bar = tqdm(total=self.total, desc=fitted(desc, size["ncols"]), unit=unit, file=self.stream, leave=leave,
+                        **size) if self.how == "bars" else None
 
     def __enter__(self) -> "Progress":
         return self

@@ -8,7 +8,7 @@ import io
 import pytest
 
 from benchmark.cli import build_parser, main
-from benchmark.progress import Progress
+from benchmark.progress import Progress, fitted
 from tasks.classifiers import logistic
 from tasks.registry import TASKS
 
@@ -43,6 +43,13 @@ def test_a_bar_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
     with Progress(5, "fits", stream=off, enabled=False) as bar:
         bar.update(5)
     assert off.getvalue() == ""
+
+
+def test_a_long_description_leaves_the_bar_room_on_a_narrow_terminal():
+    desc = "msn-tiny: features cls, cls_prenorm of synthetic-scenes-v2/classification/train/64px"
+    assert fitted(desc, 200) == desc
+    assert fitted(desc, 80) == "msn-tiny: …cation/train/64px"  # 28 columns: the model and the images it reads
+    assert fitted("x" * 100, 60) == "…" + "x" * 23
 
 
 def test_plan_progress_named_warnings_and_the_non_converged_list(tmp_path, capsys, monkeypatch):
