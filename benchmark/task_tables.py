@@ -127,12 +127,8 @@ def task_tables(summary: pd.DataFrame) -> list[TaskTable]:
     pairs = list(dict.fromkeys(zip(summary["task"], summary["family"])))
     from tasks.registry import TASKS
     index = {name: i for i, name in enumerate(TASKS)}
-    def own(task, family):
-        entry = declaration(task)
-        return entry is not None and entry.family == family
-
-    pairs.sort(key=lambda p: (index.get(p[0], len(index)), p[0], not own(*p), p[1]))
-    return [task_table(summary, task, family) for task, family in pairs]
+    tables = [task_table(summary, task, family) for task, family in pairs]
+    return sorted(tables, key=lambda t: (index.get(t.task, len(index)), t.task, t.heading != t.task, t.family))
 
 
 def labelled_text(t: TaskTable, setting: str) -> str:
