@@ -73,6 +73,19 @@ def marker_key(ax, size: float = 6, published: bool = False) -> list:
         [ax.plot([], [], markerfacecolor="white", label="published", **key)[0]] if published else [])
 
 
+def single_seed_markers(ax, part: pd.DataFrame, single: pd.Series, style: dict) -> None:
+    """Half-filled markers over the points of `part` (columns x, mean) that have one seed, so that a point without
+    an error bar never reads as a zero spread."""
+    if single.any():
+        ax.plot(part["x"][single], part["mean"][single], linestyle="none", fillstyle="left",
+                markerfacecolor=style["color"], markerfacecoloralt="white", **style)
+
+
+def chance_line(ax, chance: float, label: str, linewidth: float = 1.2):
+    """The chance level as a dashed grey horizontal line."""
+    return ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=linewidth, label=label)
+
+
 def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None):
     """The matplotlib figure of `task`'s results (main score vs its settings, placed by their labelled images per
     class, `benchmark.positions`). Raises BadInputError when there is nothing to plot."""
@@ -117,15 +130,12 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
                                markevery=list(~single) if source == "ours" else None, **style)
             if source == "ours":
                 handles.append(bars)
-                if single.any():  # one seed: half-filled, so it never reads as a zero spread
-                    ax.plot(part["x"][single], part["mean"][single], linestyle="none", fillstyle="left",
-                            markerfacecolor=style["color"], markerfacecoloralt="white", **style)
+                single_seed_markers(ax, part, single, style)
             elif source == "published" and not any(h.get_label() == f"{model} (published)" for h in handles):
                 handles.append(ax.plot([], [], linestyle="none", markerfacecolor="white",
                                        label=f"{model} (published)", **style)[0])
     if chance is not None:
-        handles.append(ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=1.2,
-                                  label=f"chance ({chance:.1f})"))
+        handles.append(chance_line(ax, chance, f"chance ({chance:.1f})"))
     handles += marker_key(ax, published=(rows["kind"] == "published").any())
     ticks = sorted((x, labels[s]) for s, x in xs.items() if s in labels and not math.isnan(x))
     ax.set_xscale("log")

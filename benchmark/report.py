@@ -109,7 +109,8 @@ def render(results: str | Path) -> str:
     records = {str(r["path"]): r for r in raw}
     provenance: dict = {}
     sections = []
-    for i, table in enumerate(task_tables(summary)):
+    tables = task_tables(summary)
+    for i, table in enumerate(tables):
         counts = "; ".join(f"{s}: {labelled_text(table, s)}" for s in table.settings)
         chance = f"; chance level {table.chance:.1f}" if table.chance is not None else ""
         parts = [f'<h2 id="task-{i}">{html.escape(table.heading)}</h2>',
@@ -126,7 +127,7 @@ def render(results: str | Path) -> str:
                              "hollow markers published numbers; dashed line: chance.</figcaption></figure>")
         sections.append("\n".join(parts))
     data = json.dumps(provenance, sort_keys=True).replace("</", "<\\/")
-    toc = " · ".join(f'<a href="#task-{i}">{html.escape(t.heading)}</a>' for i, t in enumerate(task_tables(summary)))
+    toc = " · ".join(f'<a href="#task-{i}">{html.escape(t.heading)}</a>' for i, t in enumerate(tables))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>lowshot-bench report: {html.escape(results.name)}</title>
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">

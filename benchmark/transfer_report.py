@@ -19,7 +19,8 @@ from model_zoo.files import atomic_write_text
 from tasks.registry import TASK_GROUPS, declaration
 from tasks.transfer import TRANSFER_SETTINGS
 
-from .plots import COLOURS, MARKERS, caption, chance_level, marker_key, plt, save_figure
+from .plots import (COLOURS, MARKERS, caption, chance_level, chance_line, marker_key, plt, save_figure,
+                    single_seed_markers)
 
 FAMILY = "transfer"
 MEAN_COLUMNS = ["model", "variant", "method", "classifier", "setting", "mean", "n_datasets", "datasets"]
@@ -94,12 +95,10 @@ def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str) -
         ax.errorbar(part["x"], part["mean"], yerr=std, capsize=2, elinewidth=0.8,
                     linestyle=CLASSIFIER_LINES.get(classifier, ":"), linewidth=1.2, markevery=list(~single),
                     label=f"{curve} {classifier}", **style)
-        if single.any():  # one seed: half-filled, so it never reads as a zero spread
-            ax.plot(part["x"][single], part["mean"][single], linestyle="none", fillstyle="left",
-                    markerfacecolor=style["color"], markerfacecoloralt="white", **style)
+        single_seed_markers(ax, part, single, style)
     chance = chance_level(rows)
     if chance is not None:
-        ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=1.0, label="chance level")
+        chance_line(ax, chance, "chance level", linewidth=1.0)
     ax.set_xscale("log")
     ax.set_xticks([s.x for s in TRANSFER_SETTINGS], [s.label for s in TRANSFER_SETTINGS])
     ax.minorticks_off()
