@@ -47,13 +47,13 @@ results: $(STAMP)
 # Re-train the tiny models shipped in model_zoo/weights/ (CPU, one after another, ~50 min); prints their sha256
 # for model_zoo/registry.py. Bit-exact only on the same machine, thread count and torch/timm versions.
 pretrain-tiny: $(STAMP)
-	$(BIN)/python -m benchmark.tiny_models
+	$(BIN)/python -m lowshot.benchmark.tiny_models
 
 # The collapse-avoidance ablation in results/ablation-collapse/: MaskCluster with centering, ME-MAX or Sinkhorn
 # alone (three ~10-minute CPU runs, weights in build/), next to the shipped recipe (both) and random-tiny.
 ABLATION_RESULTS := results/ablation-collapse
 ablation-collapse: $(STAMP)
-	$(BIN)/python -m benchmark.tiny_models --ablation centering memax sinkhorn --out build/ablation-collapse
+	$(BIN)/python -m lowshot.benchmark.tiny_models --ablation centering memax sinkhorn --out build/ablation-collapse
 	$(call clear_records,$(ABLATION_RESULTS))
 	$(BIN)/lowshot bench --quiet --results $(ABLATION_RESULTS) --overwrite --model maskcluster-tiny --model random-tiny \
 		$(foreach v,centering memax sinkhorn,--model build/ablation-collapse/maskcluster-tiny-$(v).safetensors)

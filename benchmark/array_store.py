@@ -22,8 +22,8 @@ import numpy as np
 import xxhash
 from filelock import FileLock, Timeout
 
-from model_zoo.errors import LowshotWarning
-from model_zoo.files import atomic_path, atomic_write_text, digest, remove_stale_temporaries
+from lowshot.model_zoo.errors import LowshotWarning
+from lowshot.model_zoo.files import atomic_path, atomic_write_text, digest, remove_stale_temporaries
 
 CHECKSUM = "xxh3_64"
 

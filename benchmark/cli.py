@@ -8,7 +8,7 @@ import time
 import warnings
 from pathlib import Path
 
-from model_zoo.errors import BadInputError, LowshotError, MissingFileError, one_line
+from lowshot.model_zoo.errors import BadInputError, LowshotError, MissingFileError, one_line
 
 # `make bench MODEL=<method>`: the method's model on the embedded data, or its ViT-S/16 release on real data.
 METHOD_ALIASES = {
@@ -37,8 +37,8 @@ def resolve_models(names: list[str], embedded: bool) -> list[str]:
 
 
 def cmd_models(args) -> int:
-    from model_zoo import REGISTRY
-    from model_zoo.download import is_cached
+    from lowshot.model_zoo import REGISTRY
+    from lowshot.model_zoo.download import is_cached
 
     rows = [(e.name, e.method, f"{e.arch}/{e.patch_size}", f"{e.num_params / 1e6:.1f}M", e.lowshot_feature,
              e.eval_config.knn_feature, "bundled" if e.bundled else ("yes" if is_cached(e.file_name) else "no"),
@@ -47,7 +47,7 @@ def cmd_models(args) -> int:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header) - 1)]
     for r in [header] + rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + str(r[-1]))
-    from model_zoo.registry import FAMILY_SOURCES
+    from lowshot.model_zoo.registry import FAMILY_SOURCES
     print("\nfamilies and their sources (release files: the official features to 1e-5; timm: / hf: the library's "
           "own forward; py:<module>:<factory> takes any module)")
     header = ("family", "release file", "timm:", "hf:")
@@ -120,7 +120,7 @@ def _lambd(value: str) -> float | str:
 def _check_settings(asked: list[str] | None, task_names: list[str]) -> None:
     """Every --setting must be a setting of at least one task of the run (else nothing would run); `label-free`
     asks for the label-free scores."""
-    from tasks.registry import get_task
+    from lowshot.tasks.registry import get_task
 
     from .label_free import SETTING
 
@@ -134,8 +134,8 @@ def _check_settings(asked: list[str] | None, task_names: list[str]) -> None:
 
 
 def _bench(args) -> int:
-    from model_zoo import load_model
-    from tasks.registry import TaskOptions, embedded_tasks, expand, get_task, real_tasks
+    from lowshot.model_zoo import load_model
+    from lowshot.tasks.registry import TaskOptions, embedded_tasks, expand, get_task, real_tasks
 
     from . import distributed
     from .features import FeatureCache
@@ -253,7 +253,7 @@ def cmd_leaderboard(args) -> int:
 
 def cmd_tasks(args) -> int:
     """Every registered task: its settings, classifiers, metric, the folder it expects and whether it is found."""
-    from tasks.registry import TASKS
+    from lowshot.tasks.registry import TASKS
 
     for entry in TASKS.values():
         protocol = entry.protocol
@@ -300,22 +300,22 @@ def cmd_plot(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from model_zoo.pretrain import config_from_args, train
+    from lowshot.model_zoo.pretrain import config_from_args, train
 
     cfg = config_from_args(args)
     source = None
     if cfg.data == "embedded":  # the model zoo knows no dataset: the embedded scenes are passed in from here
-        from tasks.datasets.synthetic import SyntheticScenes
+        from lowshot.tasks.datasets.synthetic import SyntheticScenes
         source = SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
     result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source)
     return 0 if result["step"] >= cfg.steps else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model_zoo import FEATURES, METHODS
-    from model_zoo.formats import LAYOUTS
-    from tasks.classifiers import CLASSIFIERS
-    from tasks.registry import TASK_GROUPS, TASKS
+    from lowshot.model_zoo import FEATURES, METHODS
+    from lowshot.model_zoo.formats import LAYOUTS
+    from lowshot.tasks.classifiers import CLASSIFIERS
+    from lowshot.tasks.registry import TASK_GROUPS, TASKS
 
     parser = argparse.ArgumentParser(prog="lowshot", description="Low-shot benchmark of self-supervised ViTs: "
                                      "run the protocols, flatten the records into tables, figures and a report.")
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--sort", help="sort rows by this column, e.g. 'imagenet-lowshot 1img logreg'")
     lb.set_defaults(func=cmd_leaderboard)
 
-    from model_zoo.pretrain.cli import add_pretrain_arguments
+    from lowshot.model_zoo.pretrain.cli import add_pretrain_arguments
 
     pt = sub.add_parser("pretrain", help="pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
                         parents=[common])
@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _warnings_on_stderr():
     """The suite's own warnings as one line each on this command's stderr (`lowshot: warning: ...`), even
     where a caller (pytest, a notebook) records or hides warnings; other warnings go where they went."""
-    from model_zoo.errors import LowshotWarning
+    from lowshot.model_zoo.errors import LowshotWarning
 
     with warnings.catch_warnings():
         others = warnings.showwarning

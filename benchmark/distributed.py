@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from model_zoo.errors import BadInputError, LowshotError
+from lowshot.model_zoo.errors import BadInputError, LowshotError
 
 
 class ShardError(LowshotError):

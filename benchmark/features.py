@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from model_zoo.download import cache_dir
-from model_zoo.errors import NonFiniteError
-from model_zoo.files import digest, temporary_prefix
-from model_zoo.transforms import TransformSpec
+from lowshot.model_zoo.download import cache_dir
+from lowshot.model_zoo.errors import NonFiniteError
+from lowshot.model_zoo.files import digest, temporary_prefix
+from lowshot.model_zoo.transforms import TransformSpec
 
 from . import distributed
 from .array_store import ArrayStore

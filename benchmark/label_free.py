@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from model_zoo.files import digest
-from tasks import spectrum
-from tasks.base import FeatureVectorTask
+from lowshot.model_zoo.files import digest
+from lowshot.tasks import spectrum
+from lowshot.tasks.base import FeatureVectorTask
 
 from .records import record_path
 

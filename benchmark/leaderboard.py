@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from model_zoo.errors import BadInputError, UnknownNameError
-from model_zoo.files import atomic_write_text, digest
-from tasks.registry import declaration
+from lowshot.model_zoo.errors import BadInputError, UnknownNameError
+from lowshot.model_zoo.files import atomic_write_text, digest
+from lowshot.tasks.registry import declaration
 
 from .positions import setting_ranks
 from .records import load_records

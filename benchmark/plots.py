@@ -14,77 +14,15 @@ import math
 import sys
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from lowshot.model_zoo.errors import BadInputError, UnknownNameError
+from lowshot.tasks.registry import declaration
 
-from model_zoo.errors import BadInputError, UnknownNameError  # noqa: E402
-from model_zoo.files import atomic_write  # noqa: E402
-from tasks.registry import declaration  # noqa: E402
-
-from .positions import setting_positions  # noqa: E402
-
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
-LINES = ["-", "--", "-.", ":"]
-COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"]
-
-
-def _staggered(ticks: list[tuple[float, str]]) -> list[str]:
-    """Tick labels, every other one of a run of close ticks (under 0.08 decades apart) moved one line down."""
-    labels, previous, down = [], None, False
-    for x, label in ticks:
-        down = previous is not None and math.log10(x) - math.log10(previous) < 0.08 and not down
-        labels.append("\n" + label if down else label)
-        previous = x
-    return labels
-
-
-def chance_note(chance: float | None) -> str:
-    return f"Dashed grey line: chance level ({chance:.1f})." if chance is not None else "Chance level: not recorded."
-
-
-def caption(rows: pd.DataFrame, chance: str, x_rule: str = "x: each setting placed by its labelled images per class.") -> str:
-    """The figure's caption: what the error bars are (over how many seeds), single seeds, published markers, the
-    chance line (`chance`: its sentence) and how x is placed."""
-    seeds = sorted({int(n) for n in rows.loc[rows["n_seeds"] > 1, "n_seeds"]})
-    over = f"{seeds[0]}" if len(seeds) == 1 else "–".join(map(str, (seeds[0], seeds[-1]))) if seeds else ""
-    parts = [f"Error bars: ± sample std over {over} seeds (filled markers)." if seeds else "No point has more than one seed.",
-             "Half-filled markers: one seed, no error bar (no spread measured).",
-             "Hollow markers: published numbers." if "kind" in rows and (rows["kind"] == "published").any() else "",
-             chance, x_rule]
-    return " ".join(p for p in parts if p)
-
-
-def chance_level(rows: pd.DataFrame) -> float | None:
-    """The chance level the records of `rows` carry (their mean; one task's records share one), None if unrecorded."""
-    chances = pd.to_numeric(rows.get("chance", pd.Series(dtype=float)), errors="coerce").dropna()
-    return float(chances.mean()) if len(chances) else None
-
-
-def marker_key(ax, size: float = 6, published: bool = False) -> list:
-    """Legend entries of the marker conventions: filled = mean ± std over seeds, half-filled = one seed, hollow =
-    published (when `published`)."""
-    key = dict(color="0.35", linestyle="none", marker="o", markersize=size, markeredgewidth=1.3)
-    return [ax.plot([], [], markerfacecolor="0.35", label="mean ± std over seeds", **key)[0],
-            ax.plot([], [], fillstyle="left", markerfacecolor="0.35", markerfacecoloralt="white",
-                    label="one seed (no error bar)", **key)[0]] + (
-        [ax.plot([], [], markerfacecolor="white", label="published", **key)[0]] if published else [])
-
-
-def single_seed_markers(ax, part: pd.DataFrame, single: pd.Series, style: dict) -> None:
-    """Half-filled markers over the points of `part` (columns x, mean) that have one seed, so that a point without
-    an error bar never reads as a zero spread."""
-    if single.any():
-        ax.plot(part["x"][single], part["mean"][single], linestyle="none", fillstyle="left",
-                markerfacecolor=style["color"], markerfacecoloralt="white", **style)
-
-
-def chance_line(ax, chance: float, label: str, linewidth: float = 1.2):
-    """The chance level as a dashed grey horizontal line."""
-    return ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=linewidth, label=label)
-
+from .figure_style import (COLOURS, LINES, MARKERS, caption, chance_level, chance_line, chance_note, marker_key,
+                           new_figure, save_figure, single_seed_markers, staggered_ticks)
+from .positions import setting_positions
+from .transfer_report import FAMILY as TRANSFER, transfer_figure
 
 def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None):
     """The matplotlib figure of `task`'s results (main score vs its settings, placed by their labelled images per
@@ -112,7 +50,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     rows = rows.assign(curve=curve, kind=kind).sort_values("finished", kind="stable").drop_duplicates(
         ["curve", "kind", "setting", "classifier"], keep="last")
     chance = chance_level(rows)
-    fig, ax = plt.subplots(figsize=(8.0, 4.9), dpi=150)
+    fig, ax = new_figure(figsize=(8.0, 4.9), dpi=150)
     handles = []
     for i, model in enumerate(sorted(set(rows["curve"]))):
         style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)], markersize=7,
@@ -139,7 +77,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     handles += marker_key(ax, published=(rows["kind"] == "published").any())
     ticks = sorted((x, labels[s]) for s, x in xs.items() if s in labels and not math.isnan(x))
     ax.set_xscale("log")
-    ax.set_xticks([x for x, _ in ticks], _staggered(ticks))
+    ax.set_xticks([x for x, _ in ticks], staggered_ticks(ticks))
     ax.minorticks_off()
     ax.set_xlabel(f"{protocol.axis_label} (log scale)", fontsize=9)
     ax.set_ylabel(protocol.metric_label)
@@ -157,17 +95,6 @@ def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier
     return save_figure(draw_task(summary, task, classifier, title), out_stem)
 
 
-def save_figure(fig, out_stem: str | Path) -> list[Path]:
-    """`<out_stem>.png` and `.pdf` of `fig` (each written atomically), then the figure is closed."""
-    out_stem = Path(out_stem)
-    # No creation date in the PDF: the same records give the same bytes.
-    metadata = {"png": None, "pdf": {"CreationDate": None}}
-    paths = [atomic_write(out_stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp, metadata=metadata[ext]),
-                          suffix=f".tmp.{ext}") for ext in ("png", "pdf")]
-    plt.close(fig)
-    return paths
-
-
 def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None) -> list[Path]:
     """Figure 1 of the paper for `task` (default: imagenet-lowshot when it has results, else embedded)."""
     tasks = set(summary.loc[summary["source"] == "ours", "task"])
@@ -179,8 +106,6 @@ def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None)
 def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """One figure per (family, task) that has results of ours; the transfer family's tasks share one figure
     (`benchmark.transfer_report`); label-free scores are in the tables only."""
-    from .transfer_report import FAMILY as TRANSFER, transfer_figure
-
     paths = transfer_figure(summary, out_dir)
     ours = summary[(summary["source"] == "ours") & ~summary["family"].isin([TRANSFER, "label-free"])]
     for (family, task), rows in ours.groupby(["family", "task"]):

@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from tasks.registry import declaration
+from lowshot.tasks.registry import declaration
 
 
 def _declared(task: str) -> dict[str, tuple[int, float]]:

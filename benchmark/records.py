@@ -17,8 +17,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from model_zoo.errors import BadInputError
-from model_zoo.files import atomic_write_text
+from lowshot.model_zoo.errors import BadInputError
+from lowshot.model_zoo.files import atomic_write_text
 
 SCHEMA = 1
 REQUIRED = ("model", "task", "setting", "seed", "classifier", "metrics", "main_score")

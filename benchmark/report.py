@@ -16,11 +16,9 @@ import json
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
-from model_zoo.errors import LowshotError
-from model_zoo.files import atomic_write_text
-from tasks.registry import declaration
+from lowshot.model_zoo.errors import LowshotError
+from lowshot.model_zoo.files import atomic_write_text
+from lowshot.tasks.registry import declaration
 
 from .leaderboard import load_all
 from .plots import draw_task
@@ -35,7 +33,6 @@ def _figure_uri(summary, task: str, classifier: str) -> str | None:
         return None
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

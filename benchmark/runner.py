@@ -9,8 +9,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from model_zoo.errors import NonFiniteError
-from tasks.classifiers import get_classifier
+from lowshot.model_zoo.errors import NonFiniteError
+from lowshot.tasks.classifiers import get_classifier
 
 from . import distributed
 from . import progress as progress_lines

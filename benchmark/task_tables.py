@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tasks.registry import declaration
+from lowshot.tasks.registry import declaration
 
 from .positions import ordered_settings, setting_positions
 
@@ -125,7 +125,7 @@ def task_tables(summary: pd.DataFrame) -> list[TaskTable]:
     if summary.empty:
         return []
     pairs = list(dict.fromkeys(zip(summary["task"], summary["family"])))
-    from tasks.registry import TASKS
+    from lowshot.tasks.registry import TASKS
     index = {name: i for i, name in enumerate(TASKS)}
     tables = [task_table(summary, task, family) for task, family in pairs]
     return sorted(tables, key=lambda t: (index.get(t.task, len(index)), t.task, t.heading != t.task, t.family))

@@ -1,9 +1,9 @@
 """The tiny models shipped in model_zoo/weights/: five recipes pre-trained on the embedded dataset, plus
 `random-tiny` (same architecture, seeded random init) as the baseline they must beat.
 
-    python -m benchmark.tiny_models            # `make pretrain-tiny`: train all, write weights, probe, print sha256
-    python -m benchmark.tiny_models --methods dino --probe-only
-    python -m benchmark.tiny_models --ablation centering memax sinkhorn --out build/ablation-collapse
+    python -m lowshot.benchmark.tiny_models            # `make pretrain-tiny`: train all, write weights, probe, print sha256
+    python -m lowshot.benchmark.tiny_models --methods dino --probe-only
+    python -m lowshot.benchmark.tiny_models --ablation centering memax sinkhorn --out build/ablation-collapse
 
 Pre-training reads the classification train pool of the embedded dataset (20,800 images, labels unused;
 object-centric like ImageNet, which the paper pre-trains on). The runs are deterministic given the seed, but
@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_zoo import load_model
-from model_zoo.files import atomic_write, atomic_write_text, sha256_file
-from model_zoo.pretrain import TINY, make_config, train
-from model_zoo.pretrain.checkpoint import backbone_config, save_backbone
-from model_zoo.pretrain.cli import parse_overrides
-from model_zoo.pretrain.model import PretrainModel
-from tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
-from tasks.datasets.synthetic import SyntheticScenes
-from tasks.metrics import top1_accuracy
+from lowshot.model_zoo import load_model
+from lowshot.model_zoo.files import atomic_write, atomic_write_text, sha256_file
+from lowshot.model_zoo.pretrain import TINY, make_config, train
+from lowshot.model_zoo.pretrain.checkpoint import backbone_config, save_backbone
+from lowshot.model_zoo.pretrain.cli import parse_overrides
+from lowshot.model_zoo.pretrain.model import PretrainModel
+from lowshot.tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
+from lowshot.tasks.datasets.synthetic import SyntheticScenes
+from lowshot.tasks.metrics import top1_accuracy
 
 from .features import extract_features
 
@@ -104,7 +104,7 @@ def linear_probe(model_or_path, per_class: int = PROBE_PER_CLASS) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.tiny_models", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lowshot.benchmark.tiny_models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--ablation", nargs="+", choices=list(ABLATION), metavar="VARIANT",

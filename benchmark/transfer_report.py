@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from model_zoo.files import atomic_write_text
-from tasks.registry import TASK_GROUPS, declaration
-from tasks.transfer import TRANSFER_SETTINGS
+from lowshot.model_zoo.files import atomic_write_text
+from lowshot.tasks.registry import TASK_GROUPS, declaration
+from lowshot.tasks.transfer import TRANSFER_SETTINGS
 
-from .plots import (COLOURS, MARKERS, caption, chance_level, chance_line, marker_key, plt, save_figure,
-                    single_seed_markers)
+from .figure_style import (COLOURS, MARKERS, caption, chance_level, chance_line, marker_key, new_figure,
+                           save_figure, single_seed_markers)
 
 FAMILY = "transfer"
 MEAN_COLUMNS = ["model", "variant", "method", "classifier", "setting", "mean", "n_datasets", "datasets"]
@@ -133,7 +133,7 @@ def draw_transfer(summary: pd.DataFrame):
     bottom = 0.1 + 0.2 * math.ceil((2 * len(curves) + 3) / ncol)  # inches below the panels: the legend
     caption_inches = 0.45  # and under it the caption
     height = 2.6 * nrows + bottom + caption_inches
-    fig, axes = plt.subplots(nrows, cols, figsize=(max(4.4, 3.2 * cols), height), dpi=130, squeeze=False)
+    fig, axes = new_figure(nrows, cols, figsize=(max(4.4, 3.2 * cols), height), dpi=130, squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         protocol = declaration(task).protocol
         _panel(ax, rows[rows["task"] == task], curves, task.removeprefix("transfer-"), protocol.metric_label)

@@ -55,7 +55,7 @@ class ViTBackbone(Backbone):
 
     def __init__(self, vit, pos_embed_rule: str, registers: torch.Tensor | None = None):
         super().__init__()
-        self.vit = vit.eval().requires_grad_(False)
+        self.vit = vit
         self.vit.patch_embed.strict_img_size = False  # sizes are checked here, pos embeds resized by the rule
         self.pos_embed_rule = pos_embed_rule
         # DINOv2 registers: inserted after the position embedding is added, so they get none
@@ -91,7 +91,7 @@ class RopeViTBackbone(Backbone):
 
     def __init__(self, eva):
         super().__init__()
-        self.eva = eva.eval().requires_grad_(False)
+        self.eva = eva
         self.num_prefix_tokens = eva.num_prefix_tokens
         self.patch_size = eva.patch_embed.patch_size[0]
         self.embed_dim = eva.embed_dim
@@ -118,7 +118,7 @@ class TimmBackbone(Backbone):
         super().__init__()
         if not hasattr(model, "forward_intermediates"):
             raise TypeError(f"timm model {type(model).__name__} has no forward_intermediates (not a token model)")
-        self.model = model.eval().requires_grad_(False)
+        self.model = model
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))
         self.has_class_token = bool(getattr(model, "has_class_token", getattr(model, "cls_token", None) is not None))
         patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)

@@ -23,8 +23,11 @@ import torch
 from . import download
 from .backbones import Backbone, TimmBackbone
 from .errors import BadInputError, MissingFileError, UnknownNameError
+from .extractor import ModelInfo
 from .formats import Architecture
 from .registry import IMAGENET_MEAN, IMAGENET_STD, EvalConfig
+
+SOURCE_PREFIXES = ("timm:", "hf:", "py:")
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class TokenAdapter:
 class AdaptedBackbone(Backbone):
     def __init__(self, module: torch.nn.Module, adapter: TokenAdapter):
         super().__init__()
-        self.module, self.adapter = module.eval().requires_grad_(False), adapter
+        self.module, self.adapter = module, adapter
         self.num_prefix_tokens, self.has_class_token = adapter.num_prefix_tokens, adapter.has_class_token
         self.patch_size, self.embed_dim, self.depth = adapter.patch_size, adapter.embed_dim, adapter.depth
 
@@ -72,7 +75,7 @@ class HFBackbone(Backbone):
 
     def __init__(self, model):
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model = model
         config = model.config
         self.num_prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
         self.patch_size = int(config.patch_size)
@@ -106,8 +109,6 @@ class HFBackbone(Backbone):
 
 def load_source(name: str, weights_file=None, progress: bool = True):
     """`timm:` / `hf:` / `py:` name -> (backbone, EvalConfig, ModelInfo)."""
-    from .extractor import ModelInfo
-
     kind, _, rest = name.partition(":")
     if not rest:
         raise BadInputError(f"--model {name}: name the model after the prefix ({kind}:<name>)")

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model_zoo.errors import LowshotWarning
-from model_zoo.files import array_digest, digest
+from lowshot.model_zoo.errors import LowshotWarning
+from lowshot.model_zoo.files import array_digest, digest
 
 from .classifiers import CLASSIFIERS
 from .datasets import read_name_list

@@ -80,8 +80,8 @@ def imagenet_data(data_root: str | Path, settings, splits_dir: str | Path | None
     downloaded into the cache, or read from `splits_dir` (laid out like the MSN repository). Every file is checked
     against the published sha256; `custom_splits=True` accepts other files (e.g. a subset of ImageNet) and says so
     in the records."""
-    from model_zoo.download import ChecksumError, fetch
-    from model_zoo.files import sha256_file
+    from lowshot.model_zoo.download import ChecksumError, fetch
+    from lowshot.model_zoo.files import sha256_file
 
     from .datasets import SplitError
     from .datasets.imagenet import IMAGENET_SPLITS, ImageFolderSplit, read_split

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from model_zoo.errors import UnknownNameError
+from lowshot.model_zoo.errors import UnknownNameError
 
 from .base import LowShotTask, Setting
 from .datasets import find_dataset_folder

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from model_zoo.files import atomic_write_text
+from lowshot.model_zoo.files import atomic_write_text
 
 __all__ = [
     "sample_multilabel_k_per_class",

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from model_zoo.errors import LowshotWarning
+from lowshot.model_zoo.errors import LowshotWarning
 
 from .base import FeatureVectorTask, Setting
 from .classifiers import DEFAULT_LAMBDA, LambdaPolicy

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.datasets.imagenet import IMAGENET_SPLITS
+from lowshot.tasks.datasets.imagenet import IMAGENET_SPLITS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LOWSHOT_SHARED", ROOT.parent / "shared"))
@@ -45,7 +45,7 @@ def fixture_model_args() -> list[str]:
 
 def fixture_model(path=DINO_FIXTURE, **kwargs):
     """The DINO fixture checkpoint (or another DINO-layout file) as a FeatureExtractor."""
-    from model_zoo import load_model
+    from lowshot.model_zoo import load_model
 
     return load_model(require(path), method="dino", num_heads=fixture_heads(), **kwargs)
 

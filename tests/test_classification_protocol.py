@@ -7,12 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-from benchmark.cli import main
-from benchmark.records import load_records
-from model_zoo.download import ChecksumError
-from model_zoo.files import sha256_file
-from tasks.classification import LowShotClassification, imagenet_data
-from tasks.datasets.imagenet import IMAGENET_SPLITS, SplitError, class_of, read_split
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.records import load_records
+from lowshot.model_zoo.download import ChecksumError
+from lowshot.model_zoo.files import sha256_file
+from lowshot.tasks.classification import LowShotClassification, imagenet_data
+from lowshot.tasks.datasets.imagenet import IMAGENET_SPLITS, SplitError, class_of, read_split
 
 from .conftest import IMAGEFOLDER_CLASSES as CLASSES
 from .conftest import SPLITS, fixture_model_args, require, write_imagefolder, write_imagenet_splits

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.classifiers import KNNClassifier, LogisticRegression, preprocess, select_lambda
+from lowshot.tasks.classifiers import KNNClassifier, LogisticRegression, preprocess, select_lambda
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.cli import build_parser, main, resolve_models
-from benchmark.records import record_path, write_record
-from model_zoo.errors import BadInputError
-from tasks.classifiers import CLASSIFIERS
+from lowshot.benchmark.cli import build_parser, main, resolve_models
+from lowshot.benchmark.records import record_path, write_record
+from lowshot.model_zoo.errors import BadInputError
+from lowshot.tasks.classifiers import CLASSIFIERS
 
 
 def test_every_verb_and_the_classifier_choices_from_the_registry():

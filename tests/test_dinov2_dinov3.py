@@ -10,13 +10,13 @@ import torch
 from timm.layers import SwiGLUPacked
 from timm.models.vision_transformer import VisionTransformer
 
-from model_zoo import REGISTRY, load_model
-from model_zoo.download import ChecksumError
-from model_zoo.errors import MissingFileError
-from model_zoo.formats import Architecture, detect_layout
-from model_zoo.registry import ModelEntry, register
-from model_zoo.release_files import dinov3_eva, learned_pos_vit
-from model_zoo.safe_load import CheckpointError
+from lowshot.model_zoo import REGISTRY, load_model
+from lowshot.model_zoo.download import ChecksumError
+from lowshot.model_zoo.errors import MissingFileError
+from lowshot.model_zoo.formats import Architecture, detect_layout
+from lowshot.model_zoo.registry import ModelEntry, register
+from lowshot.model_zoo.release_files import dinov3_eva, learned_pos_vit
+from lowshot.model_zoo.safe_load import CheckpointError
 
 
 def _perturb(model, seed):
@@ -137,7 +137,7 @@ def test_dinov3_release_without_url(tmp_path, monkeypatch):
     torch.save(_dinov3_release(dinov3_eva(arch, 6), 384, k_bias=False), fixture)
     with pytest.raises(ChecksumError, match="08c60483"):  # not the release: its sha256 does not start so
         load_model("dinov3-vits16", weights_file=fixture)
-    digest = __import__("model_zoo.download", fromlist=["sha256_file"]).sha256_file(fixture)
+    digest = __import__("lowshot.model_zoo.download", fromlist=["sha256_file"]).sha256_file(fixture)
     entry = register(replace(REGISTRY["dinov3-vits16"], name="dinov3-test", depth=1,
                              release_file=f"dinov3_test-{digest[:8]}.pth"))
     try:

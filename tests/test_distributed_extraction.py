@@ -12,10 +12,10 @@ import textwrap
 
 import numpy as np
 
-from benchmark.cli import main
-from benchmark.features import FeatureCache
-from benchmark.records import load_records
-from model_zoo import load_model
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.features import FeatureCache
+from lowshot.benchmark.records import load_records
+from lowshot.model_zoo import load_model
 
 from .conftest import ROOT
 
@@ -25,8 +25,8 @@ BENCH = ["bench", "--model", "dino-tiny", "--task", "embedded-lowshot", "--setti
 
 
 def _torchrun(*args, script=None, timeout=240):
-    """`python -m torch.distributed.run --nproc_per_node 2 --standalone` of `-m benchmark.cli` (or of `script`)."""
-    target = [str(script)] if script else ["-m", "benchmark.cli"]
+    """`python -m torch.distributed.run --nproc_per_node 2 --standalone` of `-m lowshot` (or of `script`)."""
+    target = [str(script)] if script else ["-m", "lowshot"]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -51,7 +51,7 @@ def test_torchrun_extraction_then_plain_fit(tmp_path, capsys, monkeypatch):
     assert all(json.loads(p.with_suffix(".json").read_text())["ranks"] == 2 for p in npys)
 
     # The merged files are the features a single process computes for the same images, under the same keys.
-    from tasks.classification import LowShotClassification, embedded_data
+    from lowshot.tasks.classification import LowShotClassification, embedded_data
 
     model, data = load_model("dino-tiny"), embedded_data(LowShotClassification.settings)
     union = np.unique([data.train.index_of(n) for names, _ in data.splits.values() for n in names])
@@ -79,8 +79,8 @@ def test_torchrun_extraction_then_plain_fit(tmp_path, capsys, monkeypatch):
 FAILING_RANK = textwrap.dedent("""
     import os, sys
     import torch
-    import model_zoo
-    from benchmark.cli import main
+    from lowshot import model_zoo
+    from lowshot.benchmark.cli import main
 
     load = model_zoo.load_model
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from model_zoo import download
-from model_zoo.download import ChecksumError, DownloadError
+from lowshot.model_zoo import download
+from lowshot.model_zoo.download import ChecksumError, DownloadError
 
 
 def _source(tmp_path, payload=b"x" * 3000):

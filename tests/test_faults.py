@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark.cli import main
-from benchmark.leaderboard import load_summary
-from benchmark.records import load_records
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.leaderboard import load_summary
+from lowshot.benchmark.records import load_records
 
 from .conftest import (DINO_FIXTURE, FIXTURES, ROOT, fixture_heads, require, write_imagefolder,
                        write_imagenet_splits)
@@ -154,8 +154,8 @@ def test_images_replaced_in_place_are_new_images(tmp_path):
 
 
 def test_temporary_files_of_dead_processes_are_removed(tmp_path):
-    from benchmark.features import FeatureCache
-    from model_zoo.files import HOST
+    from lowshot.benchmark.features import FeatureCache
+    from lowshot.model_zoo.files import HOST
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
@@ -171,7 +171,7 @@ def test_temporary_files_of_dead_processes_are_removed(tmp_path):
 
 def test_two_concurrent_runs_on_one_results_directory(tmp_path):
     require(DINO_FIXTURE)
-    args = [sys.executable, "-m", "benchmark.cli", "bench", "--model", str(DINO_FIXTURE), "--method", "dino",
+    args = [sys.executable, "-m", "lowshot", "bench", "--model", str(DINO_FIXTURE), "--method", "dino",
             "--num-heads", str(fixture_heads()), "--task", "embedded-lowshot", "--setting", "5img", "1percent",
             "--workers", "0", "--quiet"]
     shared = ["--results", str(tmp_path / "shared"), "--cache", str(tmp_path / "cache")]
@@ -210,7 +210,7 @@ def test_a_non_finite_score_is_rejected_by_name(tmp_path):
 
 
 def test_odd_image_modes_are_converted(tmp_path):
-    from tasks.datasets import load_rgb
+    from lowshot.tasks.datasets import load_rgb
 
     grey16 = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
     Image.fromarray(grey16).save(tmp_path / "grey16.png")
@@ -229,7 +229,7 @@ def test_odd_image_modes_are_converted(tmp_path):
 
 
 def test_hidden_and_appledouble_files_are_not_images(tmp_path):
-    from tasks.datasets.imagenet import ImageFolderSplit
+    from lowshot.tasks.datasets.imagenet import ImageFolderSplit
 
     write_imagefolder(tmp_path)
     (tmp_path / "train" / "n01000001" / "._n01000001_0.JPEG").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
@@ -311,8 +311,8 @@ def test_a_missing_listed_image_is_named_before_any_model_runs(tmp_path):
 def test_a_mis_shaped_tensor_is_reported_as_itself(tmp_path):
     from timm.models.vision_transformer import VisionTransformer
 
-    from model_zoo import load_model
-    from model_zoo.safe_load import CheckpointError
+    from lowshot.model_zoo import load_model
+    from lowshot.model_zoo.safe_load import CheckpointError
 
     sd = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=6, num_heads=2, num_classes=0).state_dict()
     sd["blocks.0.mlp.fc1.weight"] = torch.zeros(100, 32)  # block 0 of six is wrong
@@ -336,8 +336,8 @@ def test_tables_are_readable_by_others(tmp_path):
 
 
 def test_a_fit_does_not_depend_on_where_the_solver_stopped():
-    from benchmark.perf.classifier_speed import make_features
-    from tasks.classifiers import LogisticRegression, preprocess
+    from lowshot.benchmark.perf.classifier_speed import make_features
+    from lowshot.tasks.classifiers import LogisticRegression, preprocess
 
     Xtr, ytr, Xte, _ = make_features(200, 64, 100, 4000, 3.5, seed=2)  # nearly separable, like 2 img per class
     noisy = preprocess(Xtr + 1e-6 * np.random.default_rng(12).standard_normal(Xtr.shape).astype(np.float32))
@@ -347,8 +347,8 @@ def test_a_fit_does_not_depend_on_where_the_solver_stopped():
 
 
 def test_lambda_is_ranked_as_by_exact_fits():
-    from tasks.classifiers import choose_lambda, preprocess, select_lambda
-    from tasks.multilabel import LowShotMultiLabel
+    from lowshot.tasks.classifiers import choose_lambda, preprocess, select_lambda
+    from lowshot.tasks.multilabel import LowShotMultiLabel
 
     rng = np.random.default_rng(5)
     means = rng.standard_normal((20, 64))

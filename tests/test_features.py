@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.features import FeatureCache, extract_features
-from model_zoo import TransformSpec
-from tasks.datasets.synthetic import SyntheticScenes
+from lowshot.benchmark.features import FeatureCache, extract_features
+from lowshot.model_zoo import TransformSpec
+from lowshot.tasks.datasets.synthetic import SyntheticScenes
 
 from .conftest import FIXTURES, fixture_model
 

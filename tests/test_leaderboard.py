@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from benchmark.cli import main
-from benchmark.leaderboard import build
-from benchmark.records import record_path, write_record
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.leaderboard import build
+from lowshot.benchmark.records import record_path, write_record
 
 
 def _record(results, model, setting, seed, score, task="imagenet-lowshot", family="classification",

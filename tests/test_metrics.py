@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from tasks.metrics import (
+from lowshot.tasks.metrics import (
     average_precision,
     confusion_matrix,
     mean_average_precision,

@@ -9,8 +9,8 @@ import pytest
 import timm
 import torch
 
-from model_zoo import load_model
-from model_zoo.errors import BadInputError, MissingFileError, UnknownNameError
+from lowshot.model_zoo import load_model
+from lowshot.model_zoo.errors import BadInputError, MissingFileError, UnknownNameError
 
 from .test_faults import lowshot
 
@@ -128,7 +128,7 @@ def test_hf_mae_keeps_every_patch_in_order(tmp_path):
 
 MODULE = '''
 import torch, timm
-from model_zoo.sources import TokenAdapter
+from lowshot.model_zoo.sources import TokenAdapter
 
 class Tiny(torch.nn.Module):
     """Patchify, 2 blocks of an MLP over tokens, a CLS made by mean pooling."""

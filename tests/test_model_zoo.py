@@ -8,10 +8,10 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from model_zoo import REGISTRY, load_model
-from model_zoo.formats import LAYOUTS, detect_layout
-from model_zoo.pos_embed import resize_pos_embed
-from model_zoo.safe_load import CheckpointError, UnsafeCheckpointError
+from lowshot.model_zoo import REGISTRY, load_model
+from lowshot.model_zoo.formats import LAYOUTS, detect_layout
+from lowshot.model_zoo.pos_embed import resize_pos_embed
+from lowshot.model_zoo.safe_load import CheckpointError, UnsafeCheckpointError
 
 
 
@@ -183,8 +183,8 @@ def test_registry_entries_are_complete():
 def test_cli_models_lists_zoo(capsys):
     import re
 
-    from benchmark.cli import main
-    from model_zoo.download import cache_dir
+    from lowshot.benchmark.cli import main
+    from lowshot.model_zoo.download import cache_dir
 
     def table():
         assert main(["models"]) == 0

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.cli import main
-from benchmark.records import load_records
-from tasks.datasets.voc import VOC_CLASSES
-from tasks.multilabel import LowShotMultiLabel, voc07_data
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.records import load_records
+from lowshot.tasks.datasets.voc import VOC_CLASSES
+from lowshot.tasks.multilabel import LowShotMultiLabel, voc07_data
 
 from .conftest import fixture_model_args
 

@@ -10,9 +10,9 @@ import json
 import pytest
 import torch
 
-from model_zoo import METHODS, load_model
-from model_zoo.formats import detect_layout
-from model_zoo.safe_load import load_checkpoint
+from lowshot.model_zoo import METHODS, load_model
+from lowshot.model_zoo.formats import detect_layout
+from lowshot.model_zoo.safe_load import load_checkpoint
 
 from .conftest import FIXTURES
 

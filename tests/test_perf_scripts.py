@@ -6,7 +6,7 @@ from .conftest import DINO_FIXTURE, fixture_heads, require
 
 
 def test_extraction_perf_small(capsys):
-    from benchmark.perf.extraction import main
+    from lowshot.benchmark.perf.extraction import main
 
     out = main(["--small", "--workers", "0", "--device", "cpu"])
     text = capsys.readouterr().out
@@ -15,7 +15,7 @@ def test_extraction_perf_small(capsys):
 
 
 def test_knn_perf_small(capsys):
-    from benchmark.perf.knn_speed import main
+    from lowshot.benchmark.perf.knn_speed import main
 
     out = main(["--small"])
     assert out["agree"] > 0.99  # faiss and torch find the same neighbours (ties aside)
@@ -23,7 +23,7 @@ def test_knn_perf_small(capsys):
 
 
 def test_cache_perf_small(capsys):
-    from benchmark.perf.cache_speed import main
+    from lowshot.benchmark.perf.cache_speed import main
 
     out = main(["--model", str(require(DINO_FIXTURE)), "--method", "dino", "--num-heads", str(fixture_heads())])
     counts = out["counts"]
@@ -35,7 +35,7 @@ def test_cache_perf_small(capsys):
 
 
 def test_classifier_perf_small(capsys):
-    from benchmark.perf.classifier_speed import main
+    from lowshot.benchmark.perf.classifier_speed import main
 
     out = main(["--small"])
     assert set(out) == {"ours", "cyanure", "scikit-learn"}

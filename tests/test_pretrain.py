@@ -9,17 +9,17 @@ import math
 import pytest
 import torch
 
-from model_zoo import load_model
-from model_zoo.pretrain import RECIPES, add_pretrain_arguments, config_from_args, make_config, train
-from model_zoo.pretrain.augment import MultiCrop
-from model_zoo.pretrain.backbone import encode
-from model_zoo.pretrain.checkpoint import load_training_checkpoint
-from model_zoo.pretrain.collapse import Centering, me_max, sinkhorn_knopp, teacher_targets
-from model_zoo.pretrain.masking import block_mask, corrupt, patchify, random_mask, unpatchify
-from model_zoo.pretrain.model import PretrainModel
-from model_zoo.pretrain.schedules import cosine, ema_update, step_values
-from model_zoo.pretrain.train import build_optimizer
-from model_zoo.safe_load import load_checkpoint
+from lowshot.model_zoo import load_model
+from lowshot.model_zoo.pretrain import RECIPES, add_pretrain_arguments, config_from_args, make_config, train
+from lowshot.model_zoo.pretrain.augment import MultiCrop
+from lowshot.model_zoo.pretrain.backbone import encode
+from lowshot.model_zoo.pretrain.checkpoint import load_training_checkpoint
+from lowshot.model_zoo.pretrain.collapse import Centering, me_max, sinkhorn_knopp, teacher_targets
+from lowshot.model_zoo.pretrain.masking import block_mask, corrupt, patchify, random_mask, unpatchify
+from lowshot.model_zoo.pretrain.model import PretrainModel
+from lowshot.model_zoo.pretrain.schedules import cosine, ema_update, step_values
+from lowshot.model_zoo.pretrain.train import build_optimizer
+from lowshot.model_zoo.safe_load import load_checkpoint
 
 TINY_TEST = dict(embed_dim=32, depth=2, num_heads=2, img_size=32, patch_size=8, local_size=16, batch_size=8,
                  max_images=48, num_prototypes=64, patch_prototypes=32, head_hidden=64, head_bottleneck=32,
@@ -41,7 +41,7 @@ def _cfg(method, **kw):
 
 def _scenes(cfg):
     """The embedded scenes, passed in as the benchmark layer does (the model zoo knows no dataset)."""
-    from tasks.datasets.synthetic import SyntheticScenes
+    from lowshot.tasks.datasets.synthetic import SyntheticScenes
 
     return SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
 
@@ -287,7 +287,7 @@ def test_image_folder_data_and_cli_arguments(tmp_path):
 
 def test_embedded_data_comes_from_the_benchmark_layer(tmp_path, capsys):
     """`--data embedded` is resolved by `lowshot pretrain`; the model zoo alone refuses it with the way out."""
-    from benchmark.cli import main
+    from lowshot.benchmark.cli import main
 
     with pytest.raises(ValueError, match="--data embedded.*lowshot pretrain"):
         train(_cfg("mae", steps=1), tmp_path / "zoo", log=lambda *_: None)
@@ -302,7 +302,7 @@ def test_embedded_data_comes_from_the_benchmark_layer(tmp_path, capsys):
 # --- the shipped tiny models
 
 def test_tiny_registry_entries_load():
-    from model_zoo.registry import REGISTRY
+    from lowshot.model_zoo.registry import REGISTRY
 
     names = ["random-tiny", "dino-tiny", "ibot-tiny", "msn-tiny", "mae-tiny", "maskcluster-tiny"]
     for name in names:
@@ -318,7 +318,7 @@ def test_tiny_models_beat_random_init():
     """The shipped weights learned something: the linear probe of `make pretrain-tiny` (40 labelled images per
     class, 800 test images, 16 classes) puts every pretrained tiny model well above `random-tiny` (measured:
     random 9.4 %, the weakest pretrained model 15.9 %; one probe's standard error is ~1.4 points)."""
-    from benchmark.tiny_models import linear_probe
+    from lowshot.benchmark.tiny_models import linear_probe
 
     random_init = linear_probe("random-tiny")
     for name in ["dino-tiny", "ibot-tiny", "msn-tiny", "mae-tiny", "maskcluster-tiny"]:

@@ -7,10 +7,10 @@ import io
 
 import pytest
 
-from benchmark.cli import build_parser, main
-from benchmark.progress import Progress, fitted
-from tasks.classifiers import logistic
-from tasks.registry import TASKS
+from lowshot.benchmark.cli import build_parser, main
+from lowshot.benchmark.progress import Progress, fitted
+from lowshot.tasks.classifiers import logistic
+from lowshot.tasks.registry import TASKS
 
 from .conftest import fixture_model_args
 

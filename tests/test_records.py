@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from benchmark.records import MalformedRecord, load_records, read_record, record_path, write_record
+from lowshot.benchmark.records import MalformedRecord, load_records, read_record, record_path, write_record
 
 RECORD = {"model": "dino-vits16", "task": "imagenet-lowshot", "setting": "5img", "seed": 2, "classifier": "logreg",
           "main_score": "top1", "metrics": {"top1": 58.25}}

@@ -11,13 +11,13 @@ import matplotlib.colors as mcolors
 import pandas as pd
 import pytest
 
-from benchmark.cli import main
-from benchmark.leaderboard import REFERENCE, build, load_reference, load_summary
-from benchmark.plots import draw_task
-from benchmark.records import record_path, write_record
-from benchmark.report import render, write_report
-from benchmark.transfer_report import draw_transfer
-from tasks.registry import declaration
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.leaderboard import REFERENCE, build, load_reference, load_summary
+from lowshot.benchmark.plots import draw_task
+from lowshot.benchmark.records import record_path, write_record
+from lowshot.benchmark.report import render, write_report
+from lowshot.benchmark.transfer_report import draw_transfer
+from lowshot.tasks.registry import declaration
 
 ML = "embedded-multilabel"
 

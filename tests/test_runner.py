@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from benchmark.features import default_workers
-from benchmark.runner import RunContext
-from model_zoo import REGISTRY, load_model
-from model_zoo.errors import NonFiniteError
+from lowshot.benchmark.features import default_workers
+from lowshot.benchmark.runner import RunContext
+from lowshot.model_zoo import REGISTRY, load_model
+from lowshot.model_zoo.errors import NonFiniteError
 
 
 @pytest.fixture(scope="module")

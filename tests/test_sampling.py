@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from tasks.datasets import read_name_list
-from tasks.sampling import (
+from lowshot.tasks.datasets import read_name_list
+from lowshot.tasks.sampling import (
     names_to_indices,
     sample_fraction,
     sample_multilabel_k_per_class,

@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import tasks.classifiers.linear_head as linear_head
-import tasks.segmentation as seg
-import tasks.segmentation_inference as inference
-from benchmark.features import FeatureCache
-from benchmark.records import load_records
-from benchmark.runner import RunContext
-from model_zoo.registry import METHODS
-from tasks.base import FULL, Setting
-from tasks.metrics import segmentation_scores
+import lowshot.tasks.classifiers.linear_head as linear_head
+import lowshot.tasks.segmentation as seg
+import lowshot.tasks.segmentation_inference as inference
+from lowshot.benchmark.features import FeatureCache
+from lowshot.benchmark.records import load_records
+from lowshot.benchmark.runner import RunContext
+from lowshot.model_zoo.registry import METHODS
+from lowshot.tasks.base import FULL, Setting
+from lowshot.tasks.metrics import segmentation_scores
 
 from .conftest import fixture_model, fixture_model_args
 
@@ -323,8 +323,8 @@ def test_train_and_eval_features_agree_on_the_embedded_geometry(tmp_path):
 
 
 def test_embedded_segmentation_end_to_end_cli(tmp_path, capsys, monkeypatch):
-    from benchmark.cli import main
-    from tasks import registry
+    from lowshot.benchmark.cli import main
+    from lowshot.tasks import registry
 
     model_args = fixture_model_args()
     entry = registry.get_task("embedded-seg")

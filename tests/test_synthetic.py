@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.datasets import synthetic
-from tasks.datasets import synthetic_render as render
-from tasks.datasets.synthetic import SyntheticScenes, render_scene, write_lowshot_splits
+from lowshot.tasks.datasets import synthetic
+from lowshot.tasks.datasets import synthetic_render as render
+from lowshot.tasks.datasets.synthetic import SyntheticScenes, render_scene, write_lowshot_splits
 
 TASKS = ("classification", "multilabel", "segmentation")
 

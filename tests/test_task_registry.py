@@ -7,15 +7,15 @@ import dataclasses
 import numpy as np
 import pytest
 
-from benchmark.cli import main
-from benchmark.leaderboard import load_summary
-from benchmark.plots import draw_task
-from benchmark.records import load_records
-from model_zoo import registry as zoo
-from tasks import registry
-from tasks.base import Setting
-from tasks.classification import LowShotClassification
-from tasks.classifiers import CLASSIFIERS, ClassifierSpec
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.leaderboard import load_summary
+from lowshot.benchmark.plots import draw_task
+from lowshot.benchmark.records import load_records
+from lowshot.model_zoo import registry as zoo
+from lowshot.tasks import registry
+from lowshot.tasks.base import Setting
+from lowshot.tasks.classification import LowShotClassification
+from lowshot.tasks.classifiers import CLASSIFIERS, ClassifierSpec
 
 from .conftest import fixture_model_args
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score
 
-from benchmark.cli import main
-from benchmark.records import load_records
-from tasks import spectrum
-from tasks.datasets import SplitError
-from tasks.metrics import mean_per_class_accuracy
-from tasks.registry import TASK_GROUPS, TaskOptions, get_task
-from tasks.transfer import SHOTS, TRANSFER_DATASETS, transfer_data
+from lowshot.benchmark.cli import main
+from lowshot.benchmark.records import load_records
+from lowshot.tasks import spectrum
+from lowshot.tasks.datasets import SplitError
+from lowshot.tasks.metrics import mean_per_class_accuracy
+from lowshot.tasks.registry import TASK_GROUPS, TaskOptions, get_task
+from lowshot.tasks.transfer import SHOTS, TRANSFER_DATASETS, transfer_data
 
 from .transfer_fakes import WRITERS, write_all
 
@@ -37,7 +37,7 @@ def test_each_reader_reads_its_fake(tmp_path, key):
 
 
 def test_a_missing_listed_image_or_a_damaged_annotation_is_named(tmp_path):
-    from model_zoo.errors import BadInputError, MissingFileError
+    from lowshot.model_zoo.errors import BadInputError, MissingFileError
 
     WRITERS["pets"](tmp_path)
     (tmp_path / "oxford-iiit-pet" / "images" / "american_bulldog_3.jpg").unlink()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.datasets.ade20k import ADE20K_CLASSES, ADE20KSegmentation
-from tasks.datasets.coco import COCOMultiLabel
-from tasks.datasets.voc import VOC_CLASSES, VOC2007MultiLabel, VOC2012Segmentation
+from lowshot.tasks.datasets.ade20k import ADE20K_CLASSES, ADE20KSegmentation
+from lowshot.tasks.datasets.coco import COCOMultiLabel
+from lowshot.tasks.datasets.voc import VOC_CLASSES, VOC2007MultiLabel, VOC2012Segmentation
 
 # --------------------------------------------------------------------------- helpers
 

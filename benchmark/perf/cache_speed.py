@@ -1,6 +1,6 @@
 """The feature cache: time of a repeated `lowshot bench` run / the first (goal <= 5 %).
 
-    python -m benchmark.perf.cache_speed [--model PATH_OR_NAME --method M --num-heads H --task embedded-lowshot]
+    python -m lowshot.benchmark.perf.cache_speed [--model PATH_OR_NAME --method M --num-heads H --task embedded-lowshot]
 
 Runs the same command twice with a fresh results directory and feature cache; the second run finds every
 record done. Then `--overwrite` recomputes all records from cached features (classifier cost only).
@@ -14,7 +14,7 @@ import re
 import tempfile
 import time
 
-from benchmark.cli import main as lowshot
+from lowshot.benchmark.cli import main as lowshot
 
 SUMMARY = re.compile(r"(\d+) record\(s\) written .*feature cache: (\d+) hit\(s\), (\d+) computed")
 

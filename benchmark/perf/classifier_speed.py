@@ -1,7 +1,7 @@
 """Speed and agreement of the logistic-regression probe: ours vs scikit-learn vs cyanure (MSN).
 
-    python -m benchmark.perf.classifier_speed            # 1 %-ImageNet shape: 12811 x 384, 1000 classes
-    python -m benchmark.perf.classifier_speed --small    # 2000 x 128, 100 classes (CI-sized, < 1 min)
+    python -m lowshot.benchmark.perf.classifier_speed            # 1 %-ImageNet shape: 12811 x 384, 1000 classes
+    python -m lowshot.benchmark.perf.classifier_speed --small    # 2000 x 128, 100 classes (CI-sized, < 1 min)
 
 Random features shaped like a low-shot linear probe (Gaussian class means + isotropic noise,
 preprocessed per sample: centred, unit norm) and a held-out set from the same distribution. All
@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 import torch
 
-from tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
+from lowshot.tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
 
 
 def make_features(n: int, dim: int, classes: int, n_test: int, noise: float, seed: int = 0):

@@ -1,6 +1,6 @@
 """Extraction throughput: our full pipeline vs the bare timm forward of the same model, measured in one run.
 
-    python -m benchmark.perf.extraction [--arch vit_small --patch 16 --img 224 --n 256 --batch-size 64
+    python -m lowshot.benchmark.perf.extraction [--arch vit_small --patch 16 --img 224 --n 256 --batch-size 64
                                          --device cpu|cuda --bf16 --workers N --small]
 
 Prints images/s and the ratios
@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 from timm.models.vision_transformer import VisionTransformer
 
-from benchmark.features import FeatureCache
-from model_zoo.files import digest
-from model_zoo.transforms import TransformSpec
-from model_zoo.backbones import ViTBackbone
-from model_zoo.extractor import FeatureExtractor, ModelInfo
-from model_zoo.formats import Architecture
-from model_zoo.registry import ARCHS, METHODS
+from lowshot.benchmark.features import FeatureCache
+from lowshot.model_zoo.files import digest
+from lowshot.model_zoo.transforms import TransformSpec
+from lowshot.model_zoo.backbones import ViTBackbone
+from lowshot.model_zoo.extractor import FeatureExtractor, ModelInfo
+from lowshot.model_zoo.formats import Architecture
+from lowshot.model_zoo.registry import ARCHS, METHODS
 
 from .timing import sync, throughput
 

@@ -1,6 +1,6 @@
 """k-NN search: faiss (flat inner product) vs a plain torch matmul + top-k, same queries and references.
 
-    python -m benchmark.perf.knn_speed [--queries 50000 --refs 12811 --dim 768 --k 20 --device cpu|cuda --small]
+    python -m lowshot.benchmark.perf.knn_speed [--queries 50000 --refs 12811 --dim 768 --k 20 --device cpu|cuda --small]
 
 Prints the time of each backend of `tasks.classifiers.KNNClassifier` and their ratio, and checks that both
 return the same predictions.
@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 import torch
 
-from tasks.classifiers import KNNClassifier
+from lowshot.tasks.classifiers import KNNClassifier
 
 from .timing import seconds
 

@@ -1,6 +1,6 @@
 """Self-supervised pre-training of ViTs: DINO, iBOT, MSN, MAE and MaskCluster as recipes over shared parts.
 
-    from model_zoo.pretrain import make_config, train
+    from lowshot.model_zoo.pretrain import make_config, train
     train(make_config("maskcluster", steps=1000), "runs/mc")    # -> runs/mc/backbone.safetensors
 
 Modules: config (the one config dataclass), backbone (timm ViT run token-wise), masking, augment (multi-crop),

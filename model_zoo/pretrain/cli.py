@@ -2,7 +2,7 @@
 itself is `lowshot pretrain` (benchmark/cli.py), which also passes in the `--data embedded` images.
 
     lowshot pretrain --method maskcluster --arch vit_small --data DIR|embedded --out DIR [--steps N] [--resume]
-    torchrun --nproc_per_node 4 -m benchmark.cli pretrain --method dino --data /imagenet/train --out runs/dino
+    torchrun --nproc_per_node 4 -m lowshot pretrain --method dino --data /imagenet/train --out runs/dino
 
 Any config field (see config.py and each recipe's defaults) can be set with --set KEY=VALUE (JSON values:
 --set collapse='["sinkhorn","memax"]' --set mask_ratio=0.5).

@@ -85,7 +85,7 @@ def build_dataset(cfg, source=None) -> Dataset:
         return SourceImages(source, cfg.load_size or cfg.img_size, cfg.max_images)
     if cfg.data == "embedded":
         raise ValueError("--data embedded: the embedded scenes are passed in by `lowshot pretrain` "
-                         "(or `python -m benchmark.cli pretrain` under torchrun); here pass an image folder")
+                         "(or `python -m lowshot pretrain` under torchrun); here pass an image folder")
     return ImageFolderImages(cfg.data, cfg.load_size or cfg.img_size, cfg.max_images)
 
 

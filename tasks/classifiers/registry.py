@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from model_zoo.errors import UnknownNameError
+from lowshot.model_zoo.errors import UnknownNameError
 
 from .knn import KNNClassifier
 from .linear_head import HEAD_PROTOCOL, fit_linear_head

@@ -5,8 +5,8 @@ every task run offline); import the module you need, e.g.
 ``from tasks.datasets.synthetic import SyntheticScenes``.
 """
 
-from model_zoo.errors import BadInputError, MissingFileError
-from model_zoo.transforms import to_rgb
+from lowshot.model_zoo.errors import BadInputError, MissingFileError
+from lowshot.model_zoo.transforms import to_rgb
 
 # Label maps: this value marks pixels that are neither scored nor trained on (VOC's 255 border, ADE20K's raw 0
 # "other" after mmseg's reduce_zero_label). Every reader, the head and the metrics use this one value.
@@ -110,7 +110,7 @@ class NamedImages:
 
         import numpy as np
 
-        from model_zoo.files import digest
+        from lowshot.model_zoo.files import digest
 
         indices = np.asarray(indices, np.int64)
         memo = self.__dict__.setdefault("_fingerprints", {})

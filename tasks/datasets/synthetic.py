@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model_zoo.files import atomic_write_text, digest
+from lowshot.model_zoo.files import atomic_write_text, digest
 
 from .synthetic_render import (_TEX_CRC, CLASSES, SCENES, SPLITS, TASKS, TEST_PER_CLASS, TRAIN_PER_CLASS, VERSION,
                                _bank, _multilabel_targets, render_scene)

@@ -15,7 +15,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from model_zoo.files import digest
+from lowshot.model_zoo.files import digest
 
 from .synthetic_render import _TEX_CRC, NOISE_AMP, SPLITS, _bank, _clip01, _colour, _fill
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model_zoo.files import digest
+from lowshot.model_zoo.files import digest
 
 from . import BadInputError, MissingFileError, NamedImages, load_rgb
 

@@ -1,0 +1,92 @@
+"""The figures' common style: colours, markers, line styles, the caption, the chance line, single-seed markers, and
+saving. Figures are `matplotlib.figure.Figure` objects drawn with the object-oriented API on their own Agg canvas
+(`new_figure`): no pyplot state and no backend switch, so importing or calling this leaves a notebook's backend as
+it was.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lowshot.model_zoo.files import atomic_write
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+LINES = ["-", "--", "-.", ":"]
+COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"]
+
+
+def staggered_ticks(ticks: list[tuple[float, str]]) -> list[str]:
+    """Tick labels, every other one of a run of close ticks (under 0.08 decades apart) moved one line down."""
+    labels, previous, down = [], None, False
+    for x, label in ticks:
+        down = previous is not None and math.log10(x) - math.log10(previous) < 0.08 and not down
+        labels.append("\n" + label if down else label)
+        previous = x
+    return labels
+
+
+def chance_note(chance: float | None) -> str:
+    return f"Dashed grey line: chance level ({chance:.1f})." if chance is not None else "Chance level: not recorded."
+
+
+def caption(rows: pd.DataFrame, chance: str, x_rule: str = "x: each setting placed by its labelled images per class.") -> str:
+    """The figure's caption: what the error bars are (over how many seeds), single seeds, published markers, the
+    chance line (`chance`: its sentence) and how x is placed."""
+    seeds = sorted({int(n) for n in rows.loc[rows["n_seeds"] > 1, "n_seeds"]})
+    over = f"{seeds[0]}" if len(seeds) == 1 else "–".join(map(str, (seeds[0], seeds[-1]))) if seeds else ""
+    parts = [f"Error bars: ± sample std over {over} seeds (filled markers)." if seeds else "No point has more than one seed.",
+             "Half-filled markers: one seed, no error bar (no spread measured).",
+             "Hollow markers: published numbers." if "kind" in rows and (rows["kind"] == "published").any() else "",
+             chance, x_rule]
+    return " ".join(p for p in parts if p)
+
+
+def chance_level(rows: pd.DataFrame) -> float | None:
+    """The chance level the records of `rows` carry (their mean; one task's records share one), None if unrecorded."""
+    chances = pd.to_numeric(rows.get("chance", pd.Series(dtype=float)), errors="coerce").dropna()
+    return float(chances.mean()) if len(chances) else None
+
+
+def marker_key(ax, size: float = 6, published: bool = False) -> list:
+    """Legend entries of the marker conventions: filled = mean ± std over seeds, half-filled = one seed, hollow =
+    published (when `published`)."""
+    key = dict(color="0.35", linestyle="none", marker="o", markersize=size, markeredgewidth=1.3)
+    return [ax.plot([], [], markerfacecolor="0.35", label="mean ± std over seeds", **key)[0],
+            ax.plot([], [], fillstyle="left", markerfacecolor="0.35", markerfacecoloralt="white",
+                    label="one seed (no error bar)", **key)[0]] + (
+        [ax.plot([], [], markerfacecolor="white", label="published", **key)[0]] if published else [])
+
+
+def single_seed_markers(ax, part: pd.DataFrame, single: pd.Series, style: dict) -> None:
+    """Half-filled markers over the points of `part` (columns x, mean) that have one seed, so that a point without
+    an error bar never reads as a zero spread."""
+    if single.any():
+        ax.plot(part["x"][single], part["mean"][single], linestyle="none", fillstyle="left",
+                markerfacecolor=style["color"], markerfacecoloralt="white", **style)
+
+
+def chance_line(ax, chance: float, label: str, linewidth: float = 1.2):
+    """The chance level as a dashed grey horizontal line."""
+    return ax.axhline(chance, color="0.45", linestyle=(0, (4, 3)), linewidth=linewidth, label=label)
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):
+    """(figure, axes) on an Agg canvas of its own (`Figure.subplots` arguments: figsize, dpi, squeeze, ...)."""
+    figure_kwargs = {k: kwargs.pop(k) for k in ("figsize", "dpi") if k in kwargs}
+    fig = Figure(**figure_kwargs)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def save_figure(fig, out_stem: str | Path) -> list[Path]:
+    """`<out_stem>.png` and `.pdf` of `fig` (each written atomically), then the figure is closed."""
+    out_stem = Path(out_stem)
+    # No creation date in the PDF: the same records give the same bytes.
+    metadata = {"png": None, "pdf": {"CreationDate": None}}
+    paths = [atomic_write(out_stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp, metadata=metadata[ext]),
+                          suffix=f".tmp.{ext}") for ext in ("png", "pdf")]
+    return paths
