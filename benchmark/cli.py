@@ -121,8 +121,7 @@ def _check_settings(asked: list[str] | None, task_names: list[str]) -> None:
     """Every --setting must be a setting of at least one task of the run (else nothing would run); `label-free`
     asks for the label-free scores."""
     from lowshot.tasks.registry import get_task
-
-    from .label_free import SETTING
+    from lowshot.tasks.spectrum import LABEL_FREE as SETTING
 
     if not asked:
         return
@@ -139,10 +138,10 @@ def _bench(args) -> int:
 
     from . import distributed
     from .features import FeatureCache
-    from .label_free import score_representation
     from .leaderboard import format_table, load_summary, not_converged, write_tables
+    from .planning import plan_task
     from .plots import family_plots
-    from .runner import RunContext
+    from .runner import RunContext, run_task
     from .transfer_report import write_transfer_tables
 
     embedded = args.data_root is None
@@ -175,7 +174,7 @@ def _bench(args) -> int:
         model = load_model(name, method=args.method, num_heads=args.num_heads, layout=args.layout,
                            weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint,
                            weights_file=args.weights_file)
-        planned.append((model, [(entry, task, task.plan(model, ctx)) for entry, task in built]))
+        planned.append((model, [(entry, task, plan_task(task, model, ctx)) for entry, task in built]))
     if rank == 0:
         print(plan_text([plan for _, plans in planned for _, _, plan in plans]), flush=True)
     written = []
@@ -183,8 +182,7 @@ def _bench(args) -> int:
         for entry, task, plan in plans:
             if rank == 0:
                 print(f"== {model.info.name} on {entry.name}", flush=True)
-            written += task.run(model, ctx, plan)
-            written += score_representation(model, task, ctx)
+            written += run_task(task, model, ctx, plan)
     if args.extract_only:
         if rank == 0:
             ranks = f" over {distributed.world_size()} ranks" if sharded else ""
@@ -212,7 +210,7 @@ def plan_text(plans) -> str:
     """The plan lines printed before any work, and their total."""
     lines = ["plan (per model x task: records to compute and already done; feature sets cached and to extract):"]
     lines += [f"  {p.line()}" for p in plans]
-    todo, done = sum(len(p.pending) for p in plans), sum(p.done for p in plans)
+    todo, done = sum(p.todo for p in plans), sum(p.done for p in plans)
     sets = [c for p in plans for _, c in p.feature_sets]
     lines.append(f"  total: {todo} record(s) to compute, {done} done; feature sets: {sum(sets)} cached, "
                  f"{len(sets) - sum(sets)} to extract")
@@ -311,25 +309,48 @@ def cmd_pretrain(args) -> int:
     return 0 if result["step"] >= cfg.steps else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from lowshot.model_zoo import FEATURES, METHODS
-    from lowshot.model_zoo.formats import LAYOUTS
-    from lowshot.tasks.classifiers import CLASSIFIERS
-    from lowshot.tasks.registry import TASK_GROUPS, TASKS
+VERBS = {  # verb -> its help line (ARGUMENTS: the function that declares its options)
+    "models": "list the model zoo",
+    "tasks": "list the tasks: settings, classifiers, metric, expected folder, found or not",
+    "bench": "run low-shot tasks for models and write result records",
+    "leaderboard": "flatten result records into CSV and Markdown tables",
+    "pretrain": "pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
+    "plot": "figures from the records: figure1, or every family",
+    "report": "one self-contained HTML page: sortable tables, figures, provenance per cell",
+}
 
+
+def build_parser(verb: str | None = "*") -> argparse.ArgumentParser:
+    """The command line. Only `verb`'s options are declared ("*": every verb's; None: none, for `lowshot --help`),
+    so that the help and the light verbs import no heavy library."""
     parser = argparse.ArgumentParser(prog="lowshot", description="Low-shot benchmark of self-supervised ViTs: "
                                      "run the protocols, flatten the records into tables, figures and a report.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error (default: one line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="VERB",
                                 title="verbs (`lowshot VERB --help` for each one's options)")
-    sub.add_parser("models", help="list the model zoo", parents=[common]).set_defaults(func=cmd_models)
-    ts = sub.add_parser("tasks", help="list the tasks: settings, classifiers, metric, expected folder, found or not",
-                        parents=[common])
-    ts.add_argument("--data-root", help="where to look for the real datasets (as `lowshot bench --data-root`)")
-    ts.set_defaults(func=cmd_tasks)
+    for name, help_line in VERBS.items():
+        p = sub.add_parser(name, help=help_line, parents=[common])
+        if verb in ("*", name):
+            ARGUMENTS[name](p)
+    return parser
 
-    b = sub.add_parser("bench", help="run low-shot tasks for models and write result records", parents=[common])
+
+def _models_arguments(p) -> None:
+    p.set_defaults(func=cmd_models)
+
+
+def _tasks_arguments(p) -> None:
+    p.add_argument("--data-root", help="where to look for the real datasets (as `lowshot bench --data-root`)")
+    p.set_defaults(func=cmd_tasks)
+
+
+def _bench_arguments(b) -> None:
+    from lowshot.model_zoo import FEATURES, METHODS
+    from lowshot.model_zoo.formats import LAYOUTS
+    from lowshot.tasks.classifiers import CLASSIFIERS
+    from lowshot.tasks.registry import TASK_GROUPS, TASKS
+
     b.add_argument("--model", action="append", required=True,
                    help="registry name, checkpoint path, timm:<name>, hf:<repo or directory>, py:<module>:<factory>, a method "
                    "(dino|ibot|mae|msn|maskcluster) or 'all'; repeatable")
@@ -371,7 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the results table are still printed)")
     b.set_defaults(func=cmd_bench)
 
-    lb = sub.add_parser("leaderboard", help="flatten result records into CSV and Markdown tables", parents=[common])
+
+def _leaderboard_arguments(lb) -> None:
+    from lowshot.tasks.registry import TASKS
+
     lb.add_argument("results", nargs="?", default="results/runs",
                     help="results directory of `lowshot bench` (default: results/runs)")
     lb.add_argument("--out", help="output directory (default: the results directory)")
@@ -380,13 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--sort", help="sort rows by this column, e.g. 'imagenet-lowshot 1img logreg'")
     lb.set_defaults(func=cmd_leaderboard)
 
+
+def _pretrain_arguments(pt) -> None:
     from lowshot.model_zoo.pretrain.cli import add_pretrain_arguments
 
-    pt = sub.add_parser("pretrain", help="pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
-                        parents=[common])
     add_pretrain_arguments(pt).set_defaults(func=cmd_pretrain)
 
-    pl = sub.add_parser("plot", help="figures from the records: figure1, or every family", parents=[common])
+
+def _plot_arguments(pl) -> None:
     pl.add_argument("figure", choices=["figure1", "families"],
                     help="figure1: the paper's Figure 1 (logistic regression); families: one figure per task")
     pl.add_argument("results", nargs="?", default="results/runs",
@@ -395,13 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--task", help="figure1: which classification task (default: imagenet-lowshot if run)")
     pl.set_defaults(func=cmd_plot)
 
-    rp = sub.add_parser("report", help="one self-contained HTML page: sortable tables, figures, provenance per cell",
-                        parents=[common])
+
+def _report_arguments(rp) -> None:
     rp.add_argument("results", nargs="?", default="results/runs",
                     help="results directory of `lowshot bench` (default: results/runs)")
     rp.add_argument("--out", help="the HTML file to write (default: RESULTS/report.html)")
     rp.set_defaults(func=cmd_report)
-    return parser
+
+
+ARGUMENTS = {"models": _models_arguments, "tasks": _tasks_arguments, "bench": _bench_arguments,
+             "leaderboard": _leaderboard_arguments, "pretrain": _pretrain_arguments, "plot": _plot_arguments,
+             "report": _report_arguments}
 
 
 @contextlib.contextmanager
@@ -428,7 +457,9 @@ def _warnings_on_stderr():
 def main(argv: list[str] | None = None) -> int:
     """Run a verb. An error in what the user gave is one line on stderr and exit code 2 (`--debug`: the
     traceback); finished records are kept on any error or interruption."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(verb if verb in VERBS else None).parse_args(argv)
     with _warnings_on_stderr():
         return _run(args)
 

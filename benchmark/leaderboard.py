@@ -217,13 +217,6 @@ def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path
     return paths
 
 
-def build(results: str | Path, out_dir: str | Path | None = None, family: str | None = None,
-          sort_by: str | None = None, reference: str | Path | None = REFERENCE) -> dict[str, Path]:
-    """Read every record under `results`, write the four tables to `out_dir` (default: `results`)."""
-    frame, summary = load_summary(results, reference)
-    return write_tables(frame, summary, out_dir or results, family, sort_by)
-
-
 def format_table(summary: pd.DataFrame) -> str:
     """The end-of-run table: one line per summary row; rows with records that did not converge are marked."""
     lines = []

@@ -67,8 +67,10 @@ class ViTBackbone(Backbone):
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
     def _pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
-        key = (grid_h, grid_w, self.vit.pos_embed.device)
-        if key not in self._pos_cache:  # the rule is deterministic and weights are frozen: compute once per grid
+        # The rule is deterministic: computed once per grid and version of the weights (a model that trains between
+        # two evaluations has its position embedding changed in place, which bumps the tensor's version).
+        key = (grid_h, grid_w, self.vit.pos_embed.device, self.vit.pos_embed._version)
+        if key not in self._pos_cache:
             self._pos_cache[key] = resize_pos_embed(self.vit.pos_embed, grid_h, grid_w, self.pos_embed_rule)
         return self._pos_cache[key]
 

@@ -24,11 +24,8 @@ import torch.nn.functional as F
 
 from .backbones import Backbone
 from .formats import Architecture
-from .registry import EvalConfig
+from .registry import FEATURES, EvalConfig
 from .transforms import TransformSpec, eval_transform
-
-FEATURES = ("cls", "patch", "registers", "cls_last4", "patch_last4", "cls_prenorm", "cls_avgpool",
-            "cls_last4_avgpool", "linear_avgpool", "pooled")
 
 
 @dataclass(frozen=True)
@@ -73,10 +70,6 @@ class FeatureExtractor(torch.nn.Module):
     @property
     def lowshot_feature(self) -> str:
         return self.eval_config.lowshot_feature
-
-    @property
-    def knn_feature(self) -> str:
-        return self.eval_config.knn_feature
 
     def transform(self, resize: int, crop: int) -> TransformSpec:
         """The method's evaluation transform at a protocol's sizes (shorter side `resize`, centre crop `crop`)."""

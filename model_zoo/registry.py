@@ -14,6 +14,10 @@ from pathlib import Path
 
 from .errors import UnknownNameError
 
+# The features of the interface (model_zoo/extractor.py says what each one is).
+FEATURES = ("cls", "patch", "registers", "cls_last4", "patch_last4", "cls_prenorm", "cls_avgpool",
+            "cls_last4_avgpool", "linear_avgpool", "pooled")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -1,20 +1,21 @@
-"""What every low-shot task is: a declaration, and one run skeleton that every task family shares.
+"""What every low-shot task is: its declarations and the hooks that differ between task families.
 
-A task family (classification, multi-label, segmentation) declares, once, on its class:
-- `family`, `main_score` and the figure's axis labels (`metric_label`, `axis_label`);
+A task family (classification, multi-label, transfer, segmentation) declares, once, on its class:
+- `family`, `main_score`, `label_kind` (which classifiers fit it) and the figure's axis labels (`metric_label`,
+  `axis_label`);
 - `settings`: the protocol's settings in reading order, each with its seeds, its x position and tick label in the
   figures, and how its labelled subset is drawn (`shots` images per class, a `fraction` of the training images,
   or the full training set);
-- `classifiers`: names in `tasks.classifiers.CLASSIFIERS`.
-The leaderboard and the figures read these declarations (through `tasks.registry`); nothing about a setting is
-written anywhere else. A task instance may carry other settings (`settings=`, e.g. a smaller test protocol).
+- its classifiers: every `ClassifierSpec` of `tasks.classifiers.CLASSIFIERS` whose `fits` names the family's
+  `label_kind` (`classifiers_for`), so a new classifier is one entry.
+The leaderboard, the figures and `lowshot tasks` read these declarations (through `tasks.registry`). A task
+instance may carry other settings (`settings=`, e.g. a smaller test protocol).
 
-`LowShotTask.plan` + `run` are the one run skeleton: which records are missing -> labelled subsets -> the images
-whose features they need (the plan: records to compute and done, feature sets cached and to extract) -> cached
-features -> fit every pending (setting, seed, classifier), one progress step each -> score -> one record each.
-A family supplies what differs: how a labelled subset is drawn (`draw_subset`, or `labelled_subset`), which
-feature sets it reads (`feature_requests`) and extracts (`extract`), how a classifier is fitted (`fit`), how fitted
-classifiers are scored (`score`, or `evaluate` for all of them at once) and its chance level (`chance_level`).
+The hooks say what differs: how a labelled subset is drawn (`draw_subset`, or `labelled_subset`), which feature
+sets are read (`feature_requests`) and extracted (`extract`), how a classifier is fitted (`fit`), how fitted
+classifiers are scored (`score`, or `evaluate` for all of them at once) and the chance level (`chance_level`).
+The one run skeleton that calls them (plan, subsets, cached features, fits, scores, records) is the runner's
+(`lowshot.benchmark.runner`); hooks receive its services through `tasks.services.RunServices` (`ctx`).
 Every warning raised on the way is re-issued naming the model, task, setting, seed and classifier it concerns
 (`named_warnings`).
 """
@@ -31,7 +32,7 @@ import numpy as np
 from lowshot.model_zoo.errors import LowshotWarning
 from lowshot.model_zoo.files import array_digest, digest
 
-from .classifiers import CLASSIFIERS
+from .classifiers import CLASSIFIERS, classifiers_for
 from .datasets import read_name_list
 from .sampling import names_to_indices, write_split_file
 
@@ -89,30 +90,6 @@ def record_name(model, task: str, setting: str | None = None, seed: int | None =
     return " ".join(parts + ([classifier] if classifier else []))
 
 
-@dataclass
-class TaskPlan:
-    """What a run of one task for one model will do, known before any work: its records (computed or done) and the
-    feature sets they read (cached or to extract)."""
-    model: str
-    task: str
-    candidates: list  # (Setting, seed, classifier) asked for
-    features: dict  # classifier -> feature it reads
-    subsets: dict  # (setting name, seed) -> (indices into the train pool, where they came from)
-    keys: dict  # (setting name, seed, classifier) -> (record path, identity fields)
-    pending: list  # (Setting, seed, classifier) whose record is missing or stale
-    feature_sets: list = field(default_factory=list)  # (description, cached?) of each feature set they read
-
-    @property
-    def done(self) -> int:
-        return len(self.candidates) - len(self.pending)
-
-    def line(self) -> str:
-        cached = sum(1 for _, c in self.feature_sets if c)
-        sets = (f"; feature sets: {cached} cached, {len(self.feature_sets) - cached} to extract" if self.pending
-                else " (nothing to do)")
-        return (f"{self.model} x {self.task}: {len(self.pending)} record(s) to compute, {self.done} done" + sets)
-
-
 @dataclass(frozen=True)
 class Fitted:
     """A classifier fitted for one record: the estimator and what the record says about how it was fitted."""
@@ -121,13 +98,22 @@ class Fitted:
     seconds: float
 
 
+class _FittingClassifiers:
+    """`Task.classifiers` (on the class or an instance): every registered classifier that fits the family's
+    `label_kind`, in registry order."""
+
+    def __get__(self, task, cls) -> tuple[str, ...]:
+        return classifiers_for(cls.label_kind)
+
+
 class LowShotTask:
     family: str
     main_score: str
     metric_label: str
     axis_label: str
     settings: tuple[Setting, ...]
-    classifiers: tuple[str, ...]
+    label_kind: str  # "single-label", "multi-label" or "dense" (tasks.classifiers.LABEL_KINDS)
+    classifiers = _FittingClassifiers()
     features_allowed: tuple[str, ...] | None = None  # None: any feature of the model interface
     protocol_version = 1  # raise it when a change of the protocol changes its numbers: old records are then stale
 
@@ -216,105 +202,10 @@ class LowShotTask:
         """The images as this task feeds them to the model (transform, windows...)."""
         raise NotImplementedError
 
-    def record_config(self, model, ctx, classifier: str, feature: str) -> dict:
-        """Everything that decides a record's number except the labelled images: its `config_digest`."""
-        test, _ = self.evaluation_set()
-        return {"model": ctx.model_config(model), "task": self.name,
-                "protocol": f"{type(self).__name__} v{self.protocol_version}", "dataset": self.data.dataset,
-                "train_pool": self.train.identity, "evaluation_set": test.identity, "feature": feature,
-                "geometry": self.geometry(model), "classifier": classifier,
-                "rule": CLASSIFIERS[classifier].rule(self, ctx)}
-
-    # ------------------------------------------------------------------ the shared skeleton
-
-    def plan(self, model, ctx) -> TaskPlan:
-        """The records this run asks for, which of them are missing, and the feature sets those read; draws (and
-        saves) the labelled subsets, reads no image."""
-        candidates = [(s, seed, c) for s in self.settings for seed in s.seeds for c in self.classifiers
-                      if ctx.wanted(s.name, c)]
-        features = {c: ctx.feature_for(model, c) for _, _, c in candidates}
-        refused = {c for c, f in features.items() if self.features_allowed and f not in self.features_allowed}
-        if refused:
-            print(f"{self.name}: skipped, feature {sorted({features[c] for c in refused})} is not one of "
-                  f"{self.features_allowed}")
-            candidates = [p for p in candidates if p[2] not in refused]
-        plan = TaskPlan(model.info.name, self.name, candidates, features, {}, {}, [])
-        if not candidates:
-            return plan
-        split_dir = Path(ctx.results) / "splits" / self.name
-        for setting, seed, _ in candidates:
-            if (setting.name, seed) not in plan.subsets:
-                with named_warnings(record_name(model, self.name, setting.name, seed)):
-                    plan.subsets[(setting.name, seed)] = self.labelled_subset(setting, seed, split_dir)
-        configs = {c: self.record_config(model, ctx, c, features[c]) for _, _, c in candidates}
-        evaluation = self.data_fingerprint(*self.evaluation_set())
-        for setting, seed, classifier in candidates:
-            config_digest = digest(configs[classifier])
-            labelled = self.data_fingerprint(self.train, plan.subsets[(setting.name, seed)][0])
-            identity = digest({"config": config_digest, "setting": setting.name, "seed": seed, "labelled": labelled,
-                               "evaluation": evaluation})
-            path = ctx.record_path(model, self.name, setting.name, seed, classifier, config_digest)
-            ctx.configs.add(config_digest)
-            plan.keys[(setting.name, seed, classifier)] = path, {
-                "config": configs[classifier], "config_digest": config_digest, "identity": identity,
-                "data_fingerprint": {"labelled": labelled, "evaluation": evaluation}}
-            if not ctx.is_done(path, identity):
-                plan.pending.append((setting, seed, classifier))
-        if plan.pending:
-            rows = self._rows(plan, plan.pending)
-            for source, indices, transform, names in self.feature_requests(
-                    model, rows, sorted({features[c] for _, _, c in plan.pending})):
-                for name, cached in ctx.feature_cached(model, source, indices, transform, names).items():
-                    plan.feature_sets.append((f"{name} of {len(indices)} {source.identity} images", cached))
-        return plan
-
-    def _rows(self, plan: TaskPlan, pending: list) -> np.ndarray:
-        return self.feature_rows({k: plan.subsets[k] for k in {(s.name, seed) for s, seed, _ in pending}})
-
-    def run(self, model, ctx, plan: TaskPlan | None = None) -> list[Path]:
-        """Compute the missing records of `plan` (default: a new plan); returns the records written."""
-        plan = plan or self.plan(model, ctx)
-        if not plan.candidates:
-            return []
-        with ctx.lock(model, self.name):  # a second process on these results waits, then finds the records done
-            pending = [(s, seed, c) for s, seed, c in plan.pending  # done by another process meanwhile?
-                       if not ctx.is_done(plan.keys[(s.name, seed, c)][0],
-                                          plan.keys[(s.name, seed, c)][1]["identity"])]
-            return self._run(model, ctx, plan, pending) if pending else []
-
-    def _run(self, model, ctx, plan: TaskPlan, pending: list) -> list[Path]:
-        features, subsets = plan.features, plan.subsets
-        rows = self._rows(plan, pending)
-        with named_warnings(f"{record_name(model, self.name)} (feature extraction)"):
-            extracted = self.extract(model, ctx, rows, sorted({features[c] for _, _, c in pending}))
-        if ctx.extract_only:
-            return []
-        position = {int(i): j for j, i in enumerate(rows)}
-        fitted = {}
-        with ctx.bar(len(pending), f"{record_name(model, self.name)}: fits", "record") as bar:
-            for setting, seed, classifier in pending:
-                idx, _ = subsets[(setting.name, seed)]
-                with named_warnings(record_name(model, self.name, setting.name, seed, classifier)):
-                    fitted[(setting.name, seed, classifier)] = self.fit(
-                        model, ctx, classifier, setting, seed, np.array([position[int(i)] for i in idx]), extracted,
-                        features[classifier])
-                bar.update()
-        with named_warnings(f"{record_name(model, self.name)} (evaluation of {len(fitted)} record(s))"):
-            scored = self.evaluate(model, ctx, fitted, extracted, features)
-        common = self.record_fields(model, extracted)
-        chance = self.chance_level(extracted)
-        if chance is not None:
-            common["chance"] = chance
-        written = []
-        for key, (metrics, extra) in scored.items():
-            setting, seed, classifier = key
-            idx, source = subsets[(setting, seed)]
-            path, identity = plan.keys[key]
-            record = {**common, "split_source": source, "feature": features[classifier], "num_train": int(len(idx)),
-                      "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[key].record, **extra,
-                      **identity}
-            written.append(ctx.write(path, model, self, setting, seed, classifier, metrics, record))
-        return written
+    @property
+    def protocol_id(self) -> str:
+        """The protocol and its version, part of every record's configuration."""
+        return f"{type(self).__name__} v{self.protocol_version}"
 
 
 class FeatureVectorTask(LowShotTask):

@@ -46,7 +46,7 @@ class LowShotClassification(FeatureVectorTask):
     # x of 1 %: ImageNet's 1 % list has 12.8 labelled images per class on average.
     settings = (Setting("1img", "1", 1, shots=1), Setting("2img", "2", 2, shots=2), Setting("5img", "5", 5, shots=5),
                 Setting("1percent", "1 %", 12.8, seeds=(1,), fraction=0.01))
-    classifiers = ("logreg", "knn")
+    label_kind = "single-label"
     lambda_policy = LambdaPolicy({"shots": DEFAULT_LAMBDA, "fraction": 0.075},
                                  "MSN: 0.0025 for 1/2/5 img, 0.075 for 1 %",
                                  grid=(0.00025, 0.0025, 0.025, 0.075, 0.25))

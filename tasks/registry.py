@@ -44,7 +44,7 @@ class TaskEntry:
     protocol: type[LowShotTask]
     embedded: bool
     data: Callable  # (TaskOptions, settings) -> the task's data; FileNotFoundError when it is not there
-    description: str
+    description: str  # the data and the metric (its settings are the protocol's declarations, never restated)
     settings: tuple[Setting, ...] | None = None  # None: the protocol's own settings
     options: dict | None = None  # extra keyword arguments of the protocol class
     folder: str = ""  # the dataset folder it expects under --data-root, in words (`lowshot tasks`)
@@ -85,35 +85,35 @@ def _voc_folder(year: str):
 TASKS: dict[str, TaskEntry] = {t.name: t for t in [
     TaskEntry("imagenet-lowshot", LowShotClassification, False,
               lambda o, s: imagenet_data(_imagenet_folder(o.data_root), s, o.splits, o.custom_splits),
-              "ImageNet-1K, 1/2/5 img per class x 3 official seeds + 1 %, top-1 on val",
+              "ImageNet-1K with the official split files, top-1 on val",
               folder="imagenet/ (ImageFolder train/ and val/)", locate=_imagenet_folder),
     TaskEntry("voc07-multilabel", LowShotMultiLabel, False, lambda o, s: voc07_data(o.data_root),
-              "Pascal VOC 2007, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on test",
+              "Pascal VOC 2007 trainval, mAP on test",
               folder="VOCdevkit/VOC2007/ (JPEGImages/, ImageSets/, Annotations/)", locate=_voc_folder("2007")),
     TaskEntry("coco-multilabel", LowShotMultiLabel, False,
               lambda o, s: coco_data(_coco_folder(o.data_root)),
-              "MS-COCO 2014, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP on val2014",
+              "MS-COCO 2014 train, mAP on val2014",
               folder="coco/ (annotations/, train2014/, val2014/)", locate=_coco_folder),
     TaskEntry("embedded-lowshot", LowShotClassification, True, lambda o, s: embedded_classification(s),
-              "embedded synthetic scenes, 1/2/5 img per class x 3 seeds + 1 %, top-1"),
+              "embedded synthetic scenes, top-1"),
     TaskEntry("embedded-multilabel", LowShotMultiLabel, True,
               lambda o, s: embedded_multilabel(train_pool=EMBEDDED_SCENE_POOL),
-              "embedded multi-object scenes, 1/2/5 img per class, 1 %, 10 % x 3 seeds + full, mAP"),
+              "embedded multi-object scenes, mAP"),
     TaskEntry("ade20k-seg", LowShotSegmentation, False, lambda o, s: ade20k_data(o.data_root),
-              "ADE20K, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU on validation",
+              "ADE20K, linear head on patch tokens, mIoU on validation",
               folder="ADEChallengeData2016/ (images/, annotations/)", locate=_ade20k_folder),
     TaskEntry("voc12-seg", LowShotSegmentation, False, lambda o, s: voc12_data(o.data_root),
-              "Pascal VOC 2012 (train_aug when present), 1 %, 5 %, 10 % x 3 seeds + full, linear head, mIoU on val",
+              "Pascal VOC 2012 (train_aug when present), linear head on patch tokens, mIoU on val",
               folder="VOCdevkit/VOC2012/ (JPEGImages/, ImageSets/, SegmentationClass/)", locate=_voc_folder("2012")),
     TaskEntry("embedded-seg", EmbeddedSegmentation, True, lambda o, s: embedded_seg(),
-              "embedded scenes, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU",
+              "embedded scenes, linear head on patch tokens, mIoU",
               options={"train_pool": EMBEDDED_SCENE_POOL}),
     *[TaskEntry(d.task, protocol_of(d), False, lambda o, s, d=d: transfer_data(d, o.data_root),
-                f"{d.title}, 1/2/4/8/16 img per class x 3 seeds + full, {d.metric} on {d.split}")
+                f"{d.title}, {d.metric} on {d.split}", folder=f"{d.folder}/ ({', '.join(d.markers)})",
+                locate=lambda root, d=d: find_dataset_folder(root, d.title, [d.folder], d.markers))
       for d in TRANSFER_DATASETS.values()],
     TaskEntry("embedded-transfer", LowShotTransfer, True, lambda o, s: embedded_transfer(),
-              "embedded texture / colour classes (a second synthetic domain), 1/2/4/8/16 img per class x 3 seeds "
-              "+ full, top-1"),
+              "embedded texture / colour classes (a second synthetic domain), top-1"),
 ]}
 
 TASK_GROUPS: dict[str, list[str]] = {"transfer": [d.task for d in TRANSFER_DATASETS.values()]}

@@ -119,7 +119,7 @@ class LowShotSegmentation(LowShotTask):
     axis_label = "fraction of labelled training images"
     settings = (Setting("1percent", "1 %", 1, fraction=0.01), Setting("5percent", "5 %", 5, fraction=0.05),
                 Setting("10percent", "10 %", 10, fraction=0.10), FULL)
-    classifiers = ("linear",)
+    label_kind = "dense"
     features_allowed = ("patch", "patch_last4")
     # Geometry (mmseg's 512x512 ADE20K / VOC protocol): training crops and evaluation windows.
     short_side = 512
@@ -151,6 +151,8 @@ class LowShotSegmentation(LowShotTask):
     def feature_requests(self, model, rows: np.ndarray, features: list[str]) -> list[tuple]:
         """The training rows' features, in chunks of at most FEATURE_CHUNK_BYTES (evaluation features are never
         cached: they are computed window by window in the evaluation pass)."""
+        if self.crop % model.patch_size:
+            raise ValueError(f"{self.name}: crop {self.crop} is not a multiple of the patch size {model.patch_size}")
         (feature,) = features
         transform = model.transform(self.short_side, self.crop)
         per_image = (self.crop // model.patch_size) ** 2 * model.feature_dim(feature) * 2
@@ -175,7 +177,7 @@ class LowShotSegmentation(LowShotTask):
                 out[start:start + len(batch)] = batch.numpy()
                 start += len(batch)
 
-        return ctx.cache.array(description, (len(indices), self.crop, self.crop), np.uint8, fill)
+        return ctx.array(description, (len(indices), self.crop, self.crop), np.uint8, fill)
 
     # ----------------------------------------------------------------------- the family's part of the run
 
@@ -194,14 +196,10 @@ class LowShotSegmentation(LowShotTask):
                                "interpolation": model.eval_config.interpolation}}
 
     def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
-        if self.crop % model.patch_size:
-            raise ValueError(f"{self.name}: crop {self.crop} is not a multiple of the patch size {model.patch_size}")
         (feature,) = features
         t0 = time.time()
         transform = model.transform(self.short_side, self.crop)
-        train = self.train_features(model, ctx, rows, feature)  # every chunk is requested here
-        if ctx.extract_only:  # masks are cached by the fitting run; evaluation features are never cached
-            return {}
+        train = self.train_features(model, ctx, rows, feature)
         masks = self.train_masks(ctx, rows)
         return {"train": train, "masks": masks, "transform": transform, "grid": self.crop // model.patch_size,
                 "feature_seconds": time.time() - t0, "union_bytes": train.nbytes}

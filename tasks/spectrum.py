@@ -9,8 +9,17 @@
   linear-probe accuracy best near α ≈ 1; smaller α is a flatter (whiter) spectrum, larger α a faster decay.
 
 Both are computed in float64 from the features as cached (no per-sample preprocessing).
+
+`LABEL_FREE_SCORES` declares them as scorers of a task's evaluation features, run by the runner beside the
+classifiers: one record each, family and setting `label-free`, seed 1, classifier `rankme` or `alpha-req`
+(`@<feature>` under `--feature`), main score `rankme` / `alpha_req`. Their identity is the model's configuration,
+the task's evaluation set, transform, feature and the score's `definition` (with `LABEL_FREE_VERSION`), so a rerun
+computes nothing and any change recomputes.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -50,3 +59,25 @@ def alpha_req(z) -> tuple[float, int]:
         raise ValueError("α-ReQ needs at least two non-zero eigenvalues (the features are constant or rank 1)")
     slope = np.polyfit(np.log(np.arange(1, len(eig) + 1)), np.log(eig), 1)[0]
     return float(-slope), int(len(eig))
+
+
+LABEL_FREE = "label-free"  # the family and the setting of the label-free records
+LABEL_FREE_VERSION = 1  # raise it when a change of a definition changes its numbers
+
+
+@dataclass(frozen=True)
+class LabelFreeScore:
+    name: str  # the record's classifier id
+    main_score: str
+    definition: dict  # recorded in the identity
+    compute: Callable  # embedding matrix [N, D] -> metrics
+
+
+LABEL_FREE_SCORES: tuple[LabelFreeScore, ...] = (
+    LabelFreeScore("rankme", "rankme", {"eps": RANKME_EPS, "matrix": "features as cached"},
+                   lambda z: {"rankme": rankme(z)}),
+    LabelFreeScore("alpha-req", "alpha_req", {"relative_floor": ALPHA_REQ_RELATIVE_FLOOR,
+                                              "fit": "log-log least squares",
+                                              "matrix": "covariance of the features as cached"},
+                   lambda z: dict(zip(("alpha_req", "eigenvalues_fitted"), alpha_req(z)))),
+)

@@ -122,7 +122,7 @@ class LowShotTransfer(FeatureVectorTask):
     metric_label = "top-1 accuracy (%)"
     axis_label = "labelled images per class (k)"
     settings = TRANSFER_SETTINGS
-    classifiers = ("logreg", "knn")
+    label_kind = "single-label"
     lambda_policy = LambdaPolicy({"shots": DEFAULT_LAMBDA, "full": DEFAULT_LAMBDA},
                                  "MSN's 1-image value 0.0025 where λ cannot be cross-validated",
                                  grid=(0.00025, 0.0025, 0.025, 0.25, 2.5), cross_validate=True)

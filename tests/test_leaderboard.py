@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from lowshot.benchmark.cli import main
-from lowshot.benchmark.leaderboard import build
+from lowshot.benchmark.leaderboard import load_summary, write_tables
 from lowshot.benchmark.records import record_path, write_record
 
 
@@ -14,6 +14,12 @@ def _record(results, model, setting, seed, score, task="imagenet-lowshot", famil
     rec = {"model": model, "method": model.split("-")[0], "task": task, "family": family, "setting": setting,
            "seed": seed, "classifier": classifier, "main_score": main_score, "metrics": {main_score: score}}
     write_record(record_path(results, model, task, setting, seed, classifier), rec)
+
+
+def build(results, out_dir, family=None, sort_by=None):
+    """What `lowshot leaderboard RESULTS --out OUT` writes: the four tables of every record under `results`."""
+    frame, summary = load_summary(results)
+    return write_tables(frame, summary, out_dir, family, sort_by)
 
 
 @pytest.fixture

@@ -114,6 +114,6 @@ def test_lowshot_feature_is_the_methods_own(method):
     expected = torch.load(directory / "expected.pt")
     x = torch.load(FIXTURES / config["input"])
     want = expected["msn_forward_blocks1"] if method == "msn" else expected["cls_norm"]
-    assert model.knn_feature == "cls"
+    assert model.eval_config.knn_feature == "cls"
     got = model.extract(x, [model.lowshot_feature])[model.lowshot_feature]
     assert (got - want).abs().max() <= TOL

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lowshot.benchmark.features import default_workers
+from lowshot.benchmark.features import default_workers, model_identity
+from lowshot.benchmark.records import record_path
 from lowshot.benchmark.runner import RunContext
 from lowshot.model_zoo import REGISTRY, load_model
 from lowshot.model_zoo.errors import NonFiniteError
@@ -19,6 +20,7 @@ def msn():
 
 
 TASK = SimpleNamespace(name="embedded-lowshot", family="classification", main_score="top1")
+WHAT = (TASK.name, TASK.family, TASK.main_score)
 
 
 def test_each_classifier_reads_its_own_feature_of_the_eval_config(tmp_path, msn):
@@ -36,16 +38,16 @@ def test_each_classifier_reads_its_own_feature_of_the_eval_config(tmp_path, msn)
 def test_filters_record_paths_and_identity(tmp_path, msn):
     ctx = RunContext(tmp_path, classifiers=("logreg",), settings=("5img",))
     assert ctx.wanted("5img", "logreg") and not ctx.wanted("5img", "knn") and not ctx.wanted("1img", "logreg")
-    path = ctx.record_path(msn, TASK.name, "5img", 1, "logreg", "0123456789abcdef")
+    path = record_path(tmp_path, msn.info.name, TASK.name, "5img", 1, "logreg", "0123456789abcdef")
     assert path == tmp_path / "msn-tiny" / "embedded-lowshot" / "5img-seed1__logreg__01234567.json"
     assert not ctx.is_done(path, "id-1")
-    ctx.write(path, msn, TASK, "5img", 1, "logreg", {"top1": 12.5}, {"identity": "id-1", "feature": "cls_prenorm"})
+    ctx.write(path, msn, *WHAT, "5img", 1, "logreg", {"top1": 12.5}, {"identity": "id-1", "feature": "cls_prenorm"})
     assert ctx.is_done(path, "id-1")
     assert not ctx.is_done(path, "id-2")  # same configuration, other data (e.g. images replaced): computed again
     assert not RunContext(tmp_path, overwrite=True).is_done(path, "id-1")
     path.write_text("{garbled")
     assert not ctx.is_done(path, "id-1")  # an unreadable record is computed again, never trusted
-    record_file = ctx.write(path, msn, TASK, "5img", 1, "logreg", {"top1": 12.5}, {"identity": "id-1"})
+    record_file = ctx.write(path, msn, *WHAT, "5img", 1, "logreg", {"top1": 12.5}, {"identity": "id-1"})
     record = json.loads(record_file.read_text())
     assert (record["model"], record["method"], record["classifier"], record["main_score"]) == \
         ("msn-tiny", "msn", "logreg", "top1")
@@ -55,14 +57,14 @@ def test_filters_record_paths_and_identity(tmp_path, msn):
 
 def test_a_non_finite_metric_is_never_written(tmp_path, msn):
     ctx = RunContext(tmp_path)
-    path = ctx.record_path(msn, TASK.name, "5img", 1, "logreg", "0123456789abcdef")
+    path = record_path(tmp_path, msn.info.name, TASK.name, "5img", 1, "logreg", "0123456789abcdef")
     with pytest.raises(NonFiniteError, match="msn-tiny embedded-lowshot 5img seed 1 logreg.*inf"):
-        ctx.write(path, msn, TASK, "5img", 1, "logreg", {"top1": float("inf")}, {})
+        ctx.write(path, msn, *WHAT, "5img", 1, "logreg", {"top1": float("inf")}, {})
     assert not path.exists()
 
 
 def test_model_config_holds_what_decides_the_features(msn):
-    config = RunContext.model_config(msn)
+    config = model_identity(msn)
     assert config["checkpoint_sha256"] == REGISTRY["msn-tiny"].sha256 and config["method"] == "msn"
     assert config["architecture"]["num_heads"] == 3 and config["eval_config"]["lowshot_feature"] == "cls_prenorm"
 

@@ -21,7 +21,7 @@ import lowshot.tasks.segmentation as seg
 import lowshot.tasks.segmentation_inference as inference
 from lowshot.benchmark.features import FeatureCache
 from lowshot.benchmark.records import load_records
-from lowshot.benchmark.runner import RunContext
+from lowshot.benchmark.runner import RunContext, run_task
 from lowshot.model_zoo.registry import METHODS
 from lowshot.tasks.base import FULL, Setting
 from lowshot.tasks.metrics import segmentation_scores
@@ -225,7 +225,7 @@ def test_ade_protocol_through_the_task(tmp_path):
     task = _Small("ade20k-seg", data, settings=(Setting("10percent", "10 %", 10, seeds=(1,), fraction=0.1), FULL),
                   steps=8)
     ctx = RunContext(tmp_path / "results", FeatureCache(tmp_path / "features"), workers=0, progress=False)
-    written = task.run(model, ctx)
+    written = run_task(task, model, ctx)
     assert len(written) == 2
     records = {r["setting"]: r for r in (json.loads(p.read_text()) for p in written)}
     split = (tmp_path / "results" / "splits" / "ade20k-seg" / "10percent-seed1.txt").read_text().split()
@@ -242,7 +242,7 @@ def test_ade_protocol_through_the_task(tmp_path):
     resized = np.array(Image.fromarray(raw).resize((106, 64), Image.NEAREST))[:, 21:85]
     expected = np.where(resized == 0, 255, resized.astype(int) - 1)
     np.testing.assert_array_equal(masks[3], expected)
-    assert task.run(model, ctx) == []  # a second run computes nothing
+    assert run_task(task, model, ctx) == []  # a second run computes nothing
 
 
 def _write_voc(root: Path, aug: bool = False):

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 
 from lowshot.benchmark.cli import main
+from lowshot.benchmark.features import extract_features
 from lowshot.benchmark.leaderboard import load_summary
 from lowshot.benchmark.plots import draw_task
 from lowshot.benchmark.records import load_records
 from lowshot.model_zoo import registry as zoo
 from lowshot.tasks import registry
 from lowshot.tasks.base import Setting
-from lowshot.tasks.classification import LowShotClassification
 from lowshot.tasks.classifiers import CLASSIFIERS, ClassifierSpec
 
-from .conftest import fixture_model_args
+from .conftest import fixture_model, fixture_model_args
 
 
 @pytest.mark.parametrize("name", list(registry.TASKS))
@@ -89,17 +89,37 @@ class NearestCentroid:
         return self.classes_[(X @ self.means_.T).argmax(1)]
 
 
-def test_a_new_classifier_is_one_declaration(tmp_path, monkeypatch):
+def test_a_new_classifier_is_one_entry(tmp_path, monkeypatch):
+    """One `ClassifierSpec` (plus its estimator) that fits single labels: every single-label family runs it, the
+    CLI offers it, its records and table rows follow; families of other labels do not run it."""
     def fit(X, y, **_):
         return NearestCentroid().fit(X, y), {"hyperparameters": {}, "hyperparameters_chosen_by": "none"}
 
-    spec = ClassifierSpec("centroid", "nearest class mean", lambda config: config.lowshot_feature, "L2",
-                          "none", lambda X: X / np.linalg.norm(X, axis=1, keepdims=True), fit)
+    spec = ClassifierSpec("centroid", ("single-label",), lambda config: config.lowshot_feature, "L2",
+                          lambda X: X / np.linalg.norm(X, axis=1, keepdims=True), fit)
     monkeypatch.setitem(CLASSIFIERS, "centroid", spec)
-    monkeypatch.setattr(LowShotClassification, "classifiers", ("logreg", "knn", "centroid"))
+    families = {registry.get_task(n).family for n in registry.TASKS
+                if "centroid" in registry.get_task(n).protocol.classifiers}
+    assert families == {"classification", "transfer"}  # the single-label families, and only they
     results, records = _bench(tmp_path, "--setting", "5img", "--classifier", "centroid")  # a CLI choice now
     assert {(r["classifier"], r["preprocessing"]) for r in records} == {("centroid", "L2")} and len(records) == 3
-    assert all(0 <= r["metrics"]["top1"] <= 100 for r in records)
+    # seed 1's score is the nearest class mean's, recomputed here from the model's features of the split's images
+    task = registry.get_task("embedded-lowshot").build(registry.TaskOptions())
+    names, _ = task.data.splits[("5img", 1)]
+    model = fixture_model()
+    transform = model.transform(task.data.resize, task.data.crop)
+    idx = np.array([task.train.index_of(n) for n in names])
+    train = extract_features(model, task.train, idx, transform, ["cls"], workers=0, progress=False)["cls"]
+    test = extract_features(model, task.data.test, np.arange(len(task.data.test)), transform, ["cls"], workers=0,
+                            progress=False)["cls"]
+    unit = lambda X: X / np.linalg.norm(X, axis=1, keepdims=True)  # noqa: E731
+    pred = NearestCentroid().fit(unit(train), np.asarray(task.train.targets)[idx]).predict(unit(test))
+    expected = 100 * np.mean(pred == np.asarray(task.data.test.targets))
+    assert next(r for r in records if r["seed"] == 1)["metrics"]["top1"] == pytest.approx(expected)
+    summary = load_summary(results)[1]
+    row = summary[(summary["classifier"] == "centroid") & (summary["setting"] == "5img")]
+    assert len(row) == 1 and row["n_seeds"].iloc[0] == 3
+    assert row["mean"].iloc[0] == pytest.approx(np.mean([r["metrics"]["top1"] for r in records]))
     md = (results / "leaderboard.md").read_text()
     assert "| model | method | source | 5img |" in md and "| dino_pretrain.pth | dino | ours | " in md
 

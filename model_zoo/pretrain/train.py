@@ -66,7 +66,13 @@ def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: i
 
     Writes out/checkpoint.pt every cfg.ckpt_every steps and at the end, and out/<name>.safetensors once the
     run has done cfg.steps steps. Returns {"step", "checkpoint", "backbone" (or None), "model"}.
+    The caller's random number generators are as they were afterwards (the run seeds its own).
     """
+    with torch.random.fork_rng():
+        return _train(cfg, out, resume, stop_at, device, name, source, log)
+
+
+def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log) -> dict:
     out = Path(out)
     rank, world, device = init_distributed(device)
     ckpt_path = out / CHECKPOINT

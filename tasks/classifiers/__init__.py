@@ -12,8 +12,9 @@ state, and the registry tasks and the CLI read them from.
 """
 from .knn import KNNClassifier
 from .logistic import DEFAULT_LAMBDA, LogisticRegression, preprocess
-from .registry import CLASSIFIERS, ClassifierSpec, get_classifier
+from .registry import CLASSIFIERS, ClassifierSpec, classifiers_for, get_classifier
 from .selection import LambdaPolicy, choose_lambda, select_lambda
 
 __all__ = ["preprocess", "LogisticRegression", "select_lambda", "choose_lambda", "LambdaPolicy", "KNNClassifier",
-           "DEFAULT_LAMBDA", "CLASSIFIERS", "ClassifierSpec", "get_classifier"]
+           "DEFAULT_LAMBDA", "CLASSIFIERS", "ClassifierSpec", "classifiers_for",
+           "get_classifier"]

@@ -1,11 +1,14 @@
-"""The classifiers tasks run, by name: what each reads, how it prepares features, how its hyper-parameters are
-chosen, and its fit. Tasks name their classifiers (`LowShotTask.classifiers`), the CLI's `--classifier` choices
-and the records' classifier ids come from here, so a new classifier is one entry.
+"""The classifiers tasks run, by name: which labels each fits, what it reads, how it prepares features, how its
+hyper-parameters are chosen, and its fit. A task family runs every classifier whose `fits` names the family's
+kind of labels (`classifiers_for`; `LowShotTask.classifiers`); the CLI's `--classifier` choices, the records'
+classifier ids and the tables' columns come from here too, so a new classifier is one entry here plus its
+estimator.
 
-`fit(X, y, mask=..., policy=..., kind=..., requested_lambd=..., device=...)` takes prepared training features
-and returns `(estimator, record fields)`; the estimator scores prepared evaluation features (`predict`,
-`predict_proba`). The segmentation head's fit takes token features and masks instead
-(`linear_head.fit_linear_head`, called by the segmentation task).
+Feature-vector classifiers (`fits` single-label and/or multi-label): `fit(X, y, mask=..., policy=..., kind=...,
+requested_lambd=..., device=...)` takes prepared training features and returns `(estimator, record fields)`; the
+estimator scores prepared evaluation features (`predict`, `predict_proba` for multi-label). The segmentation head
+(`fits` dense) is trained on token features and masks by the segmentation family itself
+(`linear_head.fit_linear_head`): its entry declares what it reads and its rule, and has no `fit`.
 """
 from __future__ import annotations
 
@@ -15,20 +18,22 @@ from typing import Callable
 from lowshot.model_zoo.errors import UnknownNameError
 
 from .knn import KNNClassifier
-from .linear_head import HEAD_PROTOCOL, fit_linear_head
+from .linear_head import HEAD_PROTOCOL
 from .logistic import LogisticRegression, preprocess
 from .selection import choose_lambda
+
+
+LABEL_KINDS = ("single-label", "multi-label", "dense")
 
 
 @dataclass(frozen=True)
 class ClassifierSpec:
     name: str
-    summary: str
+    fits: tuple[str, ...]  # the kinds of labels it fits (LABEL_KINDS): which task families run it
     feature: Callable  # the model's EvalConfig -> the feature this classifier reads by default
     preprocessing: str  # what is done to the features before the fit (recorded)
-    hyperparameters: str  # how the hyper-parameters are chosen
-    prepare: Callable  # raw features -> estimator inputs (training and evaluation alike)
-    fit: Callable
+    prepare: Callable | None  # raw features -> estimator inputs (training and evaluation alike)
+    fit: Callable | None  # (X, y, ...) -> (estimator, record fields); None: the family trains it (dense heads)
     # (task, run context) -> what decides its numbers besides the data and the features: part of every record's
     # identity, so a rerun under another rule never reports an old number
     rule: Callable = lambda task, ctx: {}
@@ -71,19 +76,26 @@ def _linear_rule(task, ctx) -> dict:
 
 
 CLASSIFIERS: dict[str, ClassifierSpec] = {c.name: c for c in [
-    ClassifierSpec("logreg", "L2 logistic regression, no intercept, λ/N (cyanure's objective), torch L-BFGS",
-                   lambda config: config.lowshot_feature, "per-sample centring + L2",
-                   "λ: the task's literature value, or 3-fold cross-validation on the labelled subset",
-                   preprocess, _fit_logreg, _logreg_rule,
+    # L2 logistic regression, no intercept, λ/N (cyanure's objective), torch L-BFGS; λ: the task's literature
+    # value, or 3-fold cross-validation on the labelled subset
+    ClassifierSpec("logreg", ("single-label", "multi-label"), lambda config: config.lowshot_feature,
+                   "per-sample centring + L2", preprocess, _fit_logreg, _logreg_rule,
                    lambda ctx: "" if ctx.lambd is None else f"λ={ctx.lambd}"),
-    ClassifierSpec("knn", "DINO's weighted k-NN: cosine, k = 20, T = 0.07, votes exp(sim / T)",
-                   lambda config: config.knn_feature, "L2", "DINO eval_knn.py defaults (k = 20, T = 0.07)",
-                   _identity, _fit_knn, _knn_rule),
-    ClassifierSpec("linear", "segmentation head: BatchNorm + 1x1 convolution on patch tokens, AdamW",
-                   lambda config: "patch", "none (BatchNorm in the head)",
-                   "learning rate by held-out mIoU on 20 % of the labelled subset", _identity, fit_linear_head,
+    # DINO's weighted k-NN: cosine, k = 20, T = 0.07, votes exp(sim / T) (eval_knn.py's defaults)
+    ClassifierSpec("knn", ("single-label",), lambda config: config.knn_feature, "L2", _identity, _fit_knn,
+                   _knn_rule),
+    # segmentation head: BatchNorm + 1x1 convolution on patch tokens, AdamW; learning rate by held-out mIoU on
+    # 20 % of the labelled subset
+    ClassifierSpec("linear", ("dense",), lambda config: "patch", "none (BatchNorm in the head)", None, None,
                    _linear_rule),
 ]}
+
+
+def classifiers_for(label_kind: str) -> tuple[str, ...]:
+    """The registered classifiers that fit `label_kind` labels, in registry order."""
+    if label_kind not in LABEL_KINDS:
+        raise ValueError(f"unknown kind of labels {label_kind!r}; known: {', '.join(LABEL_KINDS)}")
+    return tuple(name for name, spec in CLASSIFIERS.items() if label_kind in spec.fits)
 
 
 def get_classifier(name: str) -> ClassifierSpec:
