@@ -35,6 +35,7 @@ from lowshot.model_zoo.files import array_digest, digest
 from .classifiers import CLASSIFIERS, classifiers_for
 from .datasets import read_name_list
 from .sampling import names_to_indices, write_split_file
+from .services import RunServices
 
 SEEDS = (1, 2, 3)
 
@@ -150,20 +151,21 @@ class LowShotTask:
         """Training images whose features are extracted: by default the union of the pending subsets."""
         return np.unique(np.concatenate([idx for idx, _ in subsets.values()]))
 
-    def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
+    def extract(self, model, ctx: RunServices, rows: np.ndarray, features: list[str]) -> dict:
         """Everything the fits and the scoring read, through the feature cache (`ctx.features`)."""
         raise NotImplementedError
 
-    def fit(self, model, ctx, classifier: str, setting: Setting, seed: int, rows: np.ndarray, extracted: dict,
-            feature: str) -> Fitted:
+    def fit(self, model, ctx: RunServices, classifier: str, setting: Setting, seed: int, rows: np.ndarray,
+            extracted: dict, feature: str) -> Fitted:
         """Fit `classifier` on the labelled subset `rows` (positions in the extracted training features)."""
         raise NotImplementedError
 
-    def score(self, model, ctx, key: tuple, fitted: Fitted, extracted: dict, feature: str) -> tuple[dict, dict]:
+    def score(self, model, ctx: RunServices, key: tuple, fitted: Fitted, extracted: dict,
+              feature: str) -> tuple[dict, dict]:
         """(metrics, record fields) of one fitted classifier on the evaluation set."""
         raise NotImplementedError
 
-    def evaluate(self, model, ctx, fitted: dict, extracted: dict, features: dict) -> dict:
+    def evaluate(self, model, ctx: RunServices, fitted: dict, extracted: dict, features: dict) -> dict:
         """{key: (metrics, record fields)} for every fitted classifier; by default `score` one by one (the
         record's `seconds`: fitting + scoring)."""
         out = {}
@@ -233,7 +235,7 @@ class FeatureVectorTask(LowShotTask):
         test = self.data.test
         return [(self.train, rows, transform, features), (test, np.arange(len(test)), transform, features)]
 
-    def extract(self, model, ctx, rows: np.ndarray, features: list[str]) -> dict:
+    def extract(self, model, ctx: RunServices, rows: np.ndarray, features: list[str]) -> dict:
         train, test = (ctx.features(model, *request) for request in self.feature_requests(model, rows, features))
         return {"rows": rows, "transform": model.transform(self.data.resize, self.data.crop), "prepared": {},
                 "train": train, "test": test}
@@ -255,13 +257,13 @@ class FeatureVectorTask(LowShotTask):
         n = len(classes) if classes is not None else len(np.unique(np.asarray(self.train.targets)))
         return {"value": 100.0 / n, "rule": f"uniform random guess over {n} classes (100 / {n})"}
 
-    def evaluation_features(self, model, ctx, features: list[str]) -> dict:
+    def evaluation_features(self, model, ctx: RunServices, features: list[str]) -> dict:
         """{feature: [N, D]} of the whole evaluation set, through the feature cache."""
         test = self.data.test
         return ctx.features(model, test, np.arange(len(test)), model.transform(self.data.resize, self.data.crop),
                             features)
 
-    def fit(self, model, ctx, classifier, setting, seed, rows, extracted, feature) -> Fitted:
+    def fit(self, model, ctx: RunServices, classifier, setting, seed, rows, extracted, feature) -> Fitted:
         spec = CLASSIFIERS[classifier]
         t0 = time.time()
         x = spec.prepare(np.asarray(extracted["train"][feature][rows]))
