@@ -310,7 +310,8 @@ def cmd_pretrain(args) -> int:
     if cfg.data == "embedded":  # the model zoo knows no dataset: the embedded scenes are passed in from here
         from lowshot.tasks.datasets.synthetic import SyntheticScenes
         source = SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
-    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source)
+    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source,
+                   bf16=args.bf16)
     return 0 if result["step"] >= cfg.steps else 1
 
 

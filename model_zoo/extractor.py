@@ -52,6 +52,28 @@ class ModelInfo:
 
 
 @contextlib.contextmanager
+def ieee_fp32():
+    """Float32 convolutions and matmuls without TensorFloat-32 inside, the caller's settings back afterwards.
+
+    On CUDA, cuDNN runs float32 convolutions (the ViT's patch embedding) in TF32 by default, and a training loop's
+    `torch.set_float32_matmul_precision("high")` does the same to every matmul: features then move by ~1e-3 from
+    the CPU's, far outside the 1e-5 the loaders are held to. Only the global flags are touched (no CUDA needed)."""
+    backends = torch.backends
+    if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):  # torch >= 2.9
+        flags = [(backends.cudnn.conv, "fp32_precision", "ieee"), (backends.cuda.matmul, "fp32_precision", "ieee")]
+    else:
+        flags = [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+    saved = [getattr(owner, name) for owner, name, _ in flags]
+    try:
+        for owner, name, value in flags:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for (owner, name, _), value in zip(flags, saved):
+            setattr(owner, name, value)
+
+
+@contextlib.contextmanager
 def evaluation_mode(module: torch.nn.Module):
     """Eval mode inside (dropout off, normalisation statistics frozen); afterwards every submodule is back in its own
     mode, so a model handed in by a training loop trains on as it was (parameters are never touched: features are
@@ -136,10 +158,11 @@ class FeatureExtractor(torch.nn.Module):
 
     def _autocast(self, device: torch.device):
         """bf16 autocast on CUDA and on CPU alike (matmuls and attention in bfloat16, normalisations and softmax in
-        float32, as torch's autocast lists them); the features come back in float32 either way."""
+        float32, as torch's autocast lists them); without bf16, IEEE float32 on CUDA too (`ieee_fp32`). The features
+        come back in float32 either way."""
         if self.bf16:
             return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return ieee_fp32() if device.type == "cuda" else contextlib.nullcontext()
 
     @torch.no_grad()
     def extract(self, images: torch.Tensor, names: list[str] | tuple[str, ...] = ("cls",)) -> dict[str, torch.Tensor]:

@@ -107,3 +107,29 @@ def test_bf16_runs_on_cpu_within_its_tolerance_and_has_its_own_identity():
     key = lambda m: FeatureCache("unused").key(m, SOURCE, np.arange(8), TransformSpec(64, 64), "cls")[0]  # noqa: E731
     assert key(fp32) != key(bf16)
     assert not torch.is_autocast_enabled("cpu")  # the autocast ended with the extraction
+
+
+def test_fp32_extraction_on_cuda_turns_tensorfloat32_off_and_restores_the_callers_flags():
+    """On CUDA, cuDNN convolutions (the patch embedding) default to TF32 and a training loop may set
+    set_float32_matmul_precision('high'): fp32 features would move ~1e-3 from the CPU's. The extractor's CUDA
+    context runs IEEE float32 and gives the caller's flags back (only global flags: this runs without a GPU)."""
+    from lowshot.model_zoo.extractor import ieee_fp32
+
+    backends = torch.backends
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")  # what a training loop often sets
+        caller = (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision)
+        assert caller == ("tf32", "tf32")
+        with pytest.raises(RuntimeError, match="inside"):
+            with ieee_fp32():
+                assert (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision) == ("ieee", "ieee")
+                raise RuntimeError("inside")
+        assert (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision) == caller
+    finally:
+        torch.set_float32_matmul_precision(before)
+    from lowshot.model_zoo import load_model
+
+    tiny = load_model("dino-tiny")  # an fp32 extractor takes that context on CUDA only
+    assert isinstance(tiny._autocast(torch.device("cuda")), type(ieee_fp32()))
+    assert not isinstance(tiny._autocast(torch.device("cpu")), type(ieee_fp32()))

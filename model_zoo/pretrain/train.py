@@ -60,12 +60,16 @@ def _format_logs(logs: dict) -> str:
 
 def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: int | None = None,
           device: str | None = None, name: str = "backbone", source=None,
-          log=functools.partial(print, flush=True)) -> dict:
+          log=functools.partial(print, flush=True), bf16: bool = False) -> dict:
     """Train (or continue) a run in `out`; stop after `stop_at` steps if given (for tests and time slices).
     Images come from `source` when given (see `data.build_dataset`), else from the image folder `cfg.data`.
 
+    `bf16`: the forward pass and the losses under bf16 autocast (CUDA or CPU; weights, gradients and the optimizer
+    stay float32).
+
     Writes out/checkpoint.pt every cfg.ckpt_every steps and at the end, and out/<name>.safetensors once the
-    run has done cfg.steps steps. Returns {"step", "checkpoint", "backbone" (or None), "model"}.
+    run has done cfg.steps steps. Returns {"step", "checkpoint", "backbone" (or None), "model", "losses" (the loss
+    of each step this call ran)}.
     """
     out = Path(out)
     rank, world, device = init_distributed(device)
@@ -101,8 +105,10 @@ def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: i
     if rank == 0:
         log(f"pretrain {cfg.method}: steps {start} -> {end} of {cfg.steps}, {world} process(es) x batch "
             f"{cfg.batch_size}, {dataset.identity}, device {device}, "
-            f"{sum(p.numel() for p in model.student.parameters()) / 1e6:.2f}M backbone parameters")
+            f"{sum(p.numel() for p in model.student.parameters()) / 1e6:.2f}M backbone parameters"
+            + (", bf16 autocast" if bf16 else ""))
     batches, step, t0 = iter(loader), start, time.time()
+    losses = torch.zeros(max(0, end - start), device=device)  # on the device: no synchronisation per step
     model.train()
     for step in range(start, end):
         images = next(batches).to(device, non_blocking=True)
@@ -113,7 +119,9 @@ def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: i
         generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank, 0))
         torch.manual_seed(step_seed(cfg.seed, step, rank, 1))  # drop-path and anything else on the global RNG
         batch = model.recipe.prepare(cfg, multicrop, images, generator)
-        loss, logs = net(batch, values)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, logs = net(batch, values)
+        losses[step - start] = loss.detach()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {loss.item()} ({_format_logs(logs)})")
         optimizer.zero_grad(set_to_none=True)
@@ -137,4 +145,4 @@ def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: i
         log(f"wrote {backbone} ({(time.time() - t0) / 60:.1f} min)")
     if world > 1:
         dist.barrier()
-    return {"step": done, "checkpoint": ckpt_path, "backbone": backbone, "model": model}
+    return {"step": done, "checkpoint": ckpt_path, "backbone": backbone, "model": model, "losses": losses.tolist()}
