@@ -62,6 +62,9 @@ class JpegFolder(InMemoryImages):
         self.paths = [folder / f"img_{i}.jpg" for i in range(n)]
         self.identity, self.names = f"jpeg:{folder}", [p.name for p in self.paths]
 
+    def __len__(self):
+        return len(self.paths)
+
     def load_image(self, i):
         with Image.open(self.paths[i]) as im:
             return im.convert("RGB")
@@ -86,6 +89,46 @@ def pipeline(model, source, n: int, transform: TransformSpec, batch_size: int, w
         return n / (time.perf_counter() - t0)
 
 
+def synthetic_images(n: int, img: int, seed: int = 0, side: int | None = None) -> list[Image.Image]:
+    """Random 4:3 RGB images. Default: pure noise whose shorter side is the protocol's resize (img * 256 / 224), so
+    the transform only crops. With `side` (ImageNet's photos: 375 x 500 on average) photo-like images instead: smooth
+    colour fields plus mild noise, which compress and decode like photographs, resized by the transform."""
+    rng = np.random.default_rng(seed)
+    if side is None:
+        side = img * 256 // 224
+        return [Image.fromarray(rng.integers(0, 255, (side, side + side // 3, 3), dtype=np.uint8)) for _ in range(n)]
+    out = []
+    for _ in range(n):
+        field = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((side + side // 3, side),
+                                                                                         Image.BICUBIC)
+        noisy = np.asarray(field, np.int16) + rng.integers(-32, 33, (side, side + side // 3, 3), dtype=np.int16)
+        out.append(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)))
+    return out
+
+
+def eval_spec(img: int) -> TransformSpec:
+    return TransformSpec(img * 256 // 224, img, "bicubic")
+
+
+def write_jpegs(images: list[Image.Image], folder: Path) -> JpegFolder:
+    for i, im in enumerate(images):
+        im.save(folder / f"img_{i}.jpg", quality=90)
+    return JpegFolder(folder, len(images))
+
+
+def measure(model: FeatureExtractor, images: list[Image.Image], batch_size: int, workers: int | None,
+            jpeg: JpegFolder, memory_workers: int | None = 0) -> dict:
+    """Images/s of the bare forward on one batch already on the device, of the pipeline from `images` in memory
+    (transformed by `memory_workers` processes, default none) and of the pipeline from the JPEG files `jpeg`
+    (decoded and transformed by `workers` processes)."""
+    transform = eval_spec(model.info.arch.img_size)
+    batch = torch.stack([transform.build()(im) for im in images[:batch_size]]).to(model.device)
+    n = len(images)
+    return {"bare": bare_forward(model, batch),
+            "memory": pipeline(model, InMemoryImages(images, "memory"), n, transform, batch_size, memory_workers),
+            "jpeg": pipeline(model, jpeg, n, transform, batch_size, workers)}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="vit_small", choices=sorted(ARCHS))
@@ -104,23 +147,16 @@ def main(argv=None) -> dict:
         raise SystemExit("--device cuda was asked for, but CUDA is not available")
     torch.manual_seed(0)
     model = random_extractor(a.arch, a.patch, a.img, a.device, a.bf16)
-    rng = np.random.default_rng(0)
-    side = a.img * 256 // 224
-    images = [Image.fromarray(rng.integers(0, 255, (side, side + side // 3, 3), dtype=np.uint8)) for _ in range(a.n)]
-    transform = TransformSpec(side, a.img, "bicubic")
-    batch = torch.stack([transform.build()(im) for im in images[:a.batch_size]]).to(a.device)
-    bare = bare_forward(model, batch)
-    memory = pipeline(model, InMemoryImages(images, "memory"), a.n, transform, a.batch_size, workers=0)
+    images = synthetic_images(a.n, a.img)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, im in enumerate(images):
-            im.save(Path(tmp) / f"img_{i}.jpg", quality=90)
-        jpeg = pipeline(model, JpegFolder(Path(tmp), a.n), a.n, transform, a.batch_size, a.workers)
+        out = measure(model, images, a.batch_size, a.workers, write_jpegs(images, Path(tmp)))
+    bare, memory, jpeg = out["bare"], out["memory"], out["jpeg"]
     tag = f"{a.arch}/{a.patch} @{a.img}px, batch {a.batch_size}, {a.device}{' bf16' if a.bf16 else ''}"
     print(f"extraction throughput, {tag}")
     print(f"  bare timm forward       {bare:9.1f} img/s")
     print(f"  pipeline, in memory     {memory:9.1f} img/s   ratio {memory / bare:.3f}")
     print(f"  pipeline, JPEG + workers{jpeg:9.1f} img/s   ratio {jpeg / bare:.3f}")
-    return {"bare": bare, "memory": memory, "jpeg": jpeg}
+    return out
 
 
 if __name__ == "__main__":
