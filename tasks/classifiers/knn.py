@@ -14,7 +14,7 @@ from .arrays import check_2d, like_input, resolve_device, to_numpy, to_tensor
 #: Largest query x reference similarity block the torch backend holds at once (float32). At ImageNet size
 #: (50,000 queries x 12,811 references) a block is 1,024 queries (52 MB); against the whole ImageNet train set
 #: (1,281,167 references, 3.9 GB of 768-d features on the device) it is 52 queries, so the device holds the
-#: references, one block and the [queries, classes] votes: about 4.3 GB, well within an 80 GB card.
+#: references, one block and the [queries, classes] votes: about 4.4 GB, well within an 80 GB card.
 MAX_BLOCK_BYTES = 1 << 28
 
 
