@@ -132,5 +132,9 @@ def test_compare_prints_b_over_a_of_every_figure(ci_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "figures.knn_speed.device_s" in printed and "check knn_faiss_vs_torch: A passed, B failed" in printed
     (tmp_path / "c.json").write_text("{}")
-    with pytest.raises(SystemExit, match="not a gpu_check file"):
-        gpu_check.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+    for other, message in (("c.json", "c.json: not a gpu_check file"), ("d.json", "d.json: no such file")):
+        with pytest.raises(SystemExit) as exit_:
+            gpu_check.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / other)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "error: --compare: " in err[-1] and message in err[-1]  # the usage, then one line

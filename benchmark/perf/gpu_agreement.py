@@ -33,12 +33,12 @@ OBJECTIVE_RTOL = 1e-4  # two solvers of the same objective: the same minimum to 
 TINY_MODEL, CHECK_IMAGES = "dino-tiny", 32
 
 
-def _tiny_features(device: str, bf16: bool, workers: int) -> dict:
-    """cls and patch features of the embedded test scenes through the whole pipeline (DataLoader workers, pinned
-    memory and non-blocking copies on CUDA, the feature interface)."""
+def _tiny_features(device: str, bf16: bool, workers: int, names=("cls", "cls_avgpool", "patch")) -> dict:
+    """Features of the embedded test scenes through the whole pipeline (DataLoader workers, pinned memory and
+    non-blocking copies on CUDA, the feature interface)."""
     model = load_model(TINY_MODEL, device=device, bf16=bf16)
     source = SyntheticScenes("classification", "test")
-    return extract_features(model, source, np.arange(CHECK_IMAGES), model.transform(64, 64), ["cls", "patch"],
+    return extract_features(model, source, np.arange(CHECK_IMAGES), model.transform(64, 64), list(names),
                             batch_size=8, workers=workers, progress=False)
 
 
@@ -57,7 +57,9 @@ def deviation(reference: dict, other: dict) -> dict:
 
 
 def features_fp32_vs_cpu(device: str) -> dict:
-    dev = deviation(_tiny_features("cpu", False, 0), _tiny_features(device, False, 2))
+    """float32 features only: patch tokens are stored in float16, whose rounding alone can exceed 1e-5."""
+    names = ("cls", "cls_avgpool")
+    dev = deviation(_tiny_features("cpu", False, 0, names), _tiny_features(device, False, 2, names))
     worst = max(d["max_abs"] for d in dev.values())
     return passed(worst <= FP32_TOLERANCE, f"fp32 features on {device} differ from the CPU's by {worst:.2e} "
                   f"> {FP32_TOLERANCE:g}", tolerance_abs=FP32_TOLERANCE, deviation=dev)

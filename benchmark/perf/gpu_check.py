@@ -30,9 +30,11 @@ import subprocess
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
 
 import torch
 
+from lowshot.model_zoo.errors import BadInputError, LowshotError, MissingFileError, one_line
 from lowshot.model_zoo.files import atomic_write_text
 
 from . import gpu_agreement as agree
@@ -111,16 +113,18 @@ def _driver() -> str | None:
 
 def projection(figures: dict, small: bool) -> dict:
     """End-to-end time of the ImageNet low-shot suite for ViT-B/16 (bf16) from the measured figures: extraction at
-    the JPEG pipeline's rate, each fit scaled from the measured one by its number of training images (the cost of an
-    L-BFGS iteration and of a k-NN search is linear in it; iteration counts vary), and its bottleneck."""
+    the JPEG pipeline's rate; the 1 % fit as measured, the 1 / 2 / 5-image fits scaled from the measured 1-image fit
+    by their number of training images (an L-BFGS iteration's cost is linear in it; iteration counts vary); each k-NN
+    scaled from the measured one by its references; and the bottleneck."""
     needed = ("extraction_vit_base", "logreg_speed", "knn_speed")
     missing = [n for n in needed if figures.get(n, {}).get("status") != "measured"]
     if missing:
         return skipped(f"needs the figures {', '.join(missing)}")
     ext, lr, knn = (figures[n] for n in needed)
-    n_fit, (queries, refs, _) = lr["shape"][0], knn["shape"]
-    stages = {"extraction": SUITE_IMAGES / ext["jpeg_img_s"],
-              "logistic_regression": sum(lr["device_s"] * n / n_fit for n in SUITE_TRAIN_SIZES),
+    n_fit, n_few, (queries, refs, _) = lr["shape"][0], lr["one_per_class_shape"][0], knn["shape"]
+    # 1 / 2 / 5 images per class scaled from the 1-image fit (λ = 0.0025), 1 % from the 1 % fit (λ = 0.075)
+    fits = [lr["one_per_class_device_s"] * n / n_few for n in SUITE_TRAIN_SIZES[:-1]] + [lr["device_s"]]
+    stages = {"extraction": SUITE_IMAGES / ext["jpeg_img_s"], "logistic_regression": sum(fits),
               "knn": sum(knn["device_s"] * (n / refs) * (SUITE_QUERIES / queries) for n in SUITE_TRAIN_SIZES)}
     total = sum(stages.values())
     bottleneck = max(stages, key=stages.get)
@@ -183,10 +187,18 @@ def _numbers(tree, prefix=""):
 
 def compare(path_a: str, path_b: str) -> dict:
     """B / A of every figure and projected time both files hold, and the checks whose status differs."""
-    a, b = (json.loads(open(p).read()) for p in (path_a, path_b))
-    for name, r in (("A", a), ("B", b)):
-        if r.get("schema") != SCHEMA:
-            raise SystemExit(f"{path_a if name == 'A' else path_b}: not a gpu_check file (schema {r.get('schema')!r})")
+    def load(path):
+        try:
+            report = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise MissingFileError(f"{path}: no such file") from None
+        except (OSError, ValueError) as e:
+            raise BadInputError(f"{path}: not readable as JSON ({one_line(e)})") from None
+        if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+            raise BadInputError(f"{path}: not a gpu_check file (its schema is not {SCHEMA!r})")
+        return report
+
+    a, b = load(path_a), load(path_b)
     print(f"A: {path_a} ({a['environment'].get('gpu') or 'cpu'}, torch {a['environment']['torch']})")
     print(f"B: {path_b} ({b['environment'].get('gpu') or 'cpu'}, torch {b['environment']['torch']})")
     na = dict(_numbers({"figures": a["figures"], "projection": a.get("projection") or {}}))
@@ -220,7 +232,10 @@ def main(argv=None) -> dict:
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print B / A of two files' figures")
     a = p.parse_args(argv)
     if a.compare:
-        return {"compare": compare(*a.compare)}
+        try:
+            return {"compare": compare(*a.compare)}
+        except LowshotError as e:
+            p.error(f"--compare: {one_line(e)}")  # one line, exit code 2
     report = run(a.device, a.small, a.out, a.only, a.budget_s)
     failed = [k for k, v in report["checks"].items() if v["status"] == "failed"]
     proj = report["projection"]

@@ -157,17 +157,22 @@ def _timed_fit(X, y, device, lambd):
         return time.perf_counter() - t, clf
 
 
+LAMBDA_ONE_PERCENT, LAMBDA_FEW_SHOT = 0.075, 0.0025  # the suite's λ for 1 % and for 1 / 2 / 5 images per class
+
+
 def logreg_speed(device: str, sizes: Sizes) -> dict:
     """The 1 %-ImageNet-shaped logistic regression (λ = 0.075, the 1 % value) on the device, on the CPU and by
-    scikit-learn at the same objective; and what a float64 [N, D] x [D, C] product costs there against float32
-    (the solver's float64 finish)."""
+    scikit-learn at the same objective; the 1-image-per-class fit (λ = 0.0025) on the device; and what a float64
+    [N, D] x [D, C] product costs there against float32 (the solver's float64 finish)."""
     from sklearn.linear_model import LogisticRegression as SkLR
 
-    lambd = 0.075
+    lambd = LAMBDA_ONE_PERCENT
     X, y, _, _ = make_features(sizes.lr_n, sizes.lr_dim, sizes.lr_classes, sizes.lr_test, noise=3.5)
     Xd = torch.from_numpy(X).to(device)
     _timed_fit(Xd[:256], y[:256], device, lambd)  # warm-up (CUDA context, kernels)
     fits = {"device": _timed_fit(Xd, y, device, lambd)}
+    Xf, yf, _, _ = make_features(sizes.lr_classes, sizes.lr_dim, sizes.lr_classes, 1, noise=3.5, seed=1)
+    few_s, few = _timed_fit(torch.from_numpy(Xf).to(device), yf, device, LAMBDA_FEW_SHOT)
     if on_cuda(device):
         fits["cpu"] = _timed_fit(X, y, "cpu", lambd)
     with warnings.catch_warnings():
@@ -183,6 +188,9 @@ def logreg_speed(device: str, sizes: Sizes) -> dict:
     f32 = seconds(lambda: Xd @ W, device)
     f64 = seconds(lambda: Xd.double() @ W.double(), device)
     return measured(shape=[sizes.lr_n, sizes.lr_dim, sizes.lr_classes], lambd=lambd, sklearn_s=sk_s,
+                    one_per_class_shape=[sizes.lr_classes, sizes.lr_dim, sizes.lr_classes],
+                    one_per_class_lambd=LAMBDA_FEW_SHOT, one_per_class_device_s=few_s,
+                    one_per_class_n_iter=few.n_iter_, one_per_class_precision=few.precision_,
                     sklearn_objective=objective(sk.coef_.T, X, y, lambd), **out,
                     ratio_device_sklearn=out["device_s"] / sk_s,
                     ratio_device_cpu=out["device_s"] / out["cpu_s"] if "cpu_s" in out else None,
