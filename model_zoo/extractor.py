@@ -156,8 +156,9 @@ class FeatureExtractor(torch.nn.Module):
         return {"cls_last4": k * d, "patch_last4": k * d, "cls_avgpool": 2 * d, "cls_last4_avgpool": (k + 1) * d}.get(
             name, d)
 
-    def _autocast(self, device: torch.device):
-        """bf16 autocast on CUDA and on CPU alike (matmuls and attention in bfloat16, normalisations and softmax in
+    def precision(self, device: torch.device):
+        """The numeric context of extraction on `device` (perf scripts time the bare forward under it too): bf16
+        autocast on CUDA and on CPU alike (matmuls and attention in bfloat16, normalisations and softmax in
         float32, as torch's autocast lists them); without bf16, IEEE float32 on CUDA too (`ieee_fp32`). The features
         come back in float32 either way."""
         if self.bf16:
@@ -177,7 +178,7 @@ class FeatureExtractor(torch.nn.Module):
         images = images.to(self.device, torch.float32)
         keep = min(4, self.backbone.depth) if {"cls_last4", "patch_last4", "cls_last4_avgpool"} & set(names) else 1
         p = self.backbone.num_prefix_tokens
-        with evaluation_mode(self.backbone), self._autocast(images.device):
+        with evaluation_mode(self.backbone), self.precision(images.device):
             outs = self.backbone.block_outputs(images, keep)
             normed = [self.backbone.norm(o) for o in outs]
             last, last_normed = outs[-1], normed[-1]

@@ -131,5 +131,5 @@ def test_fp32_extraction_on_cuda_turns_tensorfloat32_off_and_restores_the_caller
     from lowshot.model_zoo import load_model
 
     tiny = load_model("dino-tiny")  # an fp32 extractor takes that context on CUDA only
-    assert isinstance(tiny._autocast(torch.device("cuda")), type(ieee_fp32()))
-    assert not isinstance(tiny._autocast(torch.device("cpu")), type(ieee_fp32()))
+    assert isinstance(tiny.precision(torch.device("cuda")), type(ieee_fp32()))
+    assert not isinstance(tiny.precision(torch.device("cpu")), type(ieee_fp32()))

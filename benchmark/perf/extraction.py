@@ -58,9 +58,12 @@ class InMemoryImages:
 
 
 class JpegFolder(InMemoryImages):
-    def __init__(self, folder: Path, n: int):
-        self.paths = [folder / f"img_{i}.jpg" for i in range(n)]
-        self.identity, self.names = f"jpeg:{folder}", [p.name for p in self.paths]
+    """JPEG files img_0.jpg ... decoded with PIL; with `distinct`, image i is file i % distinct (a long run over
+    a few files: each read is decoded again)."""
+
+    def __init__(self, folder: Path, n: int, distinct: int | None = None):
+        self.paths = [folder / f"img_{i % (distinct or n)}.jpg" for i in range(n)]
+        self.identity, self.names = f"jpeg:{folder}", [f"img_{i}.jpg" for i in range(n)]
 
     def __len__(self):
         return len(self.paths)
@@ -72,10 +75,8 @@ class JpegFolder(InMemoryImages):
 
 def bare_forward(model: FeatureExtractor, batch: torch.Tensor) -> float:
     """Images/s of timm's own forward_features on a batch already on the device."""
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if model.bf16 and batch.is_cuda else torch.autocast("cpu", enabled=False)
-
     def step():
-        with torch.no_grad(), ctx:
+        with torch.no_grad(), model.precision(batch.device):  # as the pipeline: bf16 autocast, or IEEE fp32 on CUDA
             model.backbone.vit.forward_features(batch)
     return throughput(step, len(batch), batch.device)
 

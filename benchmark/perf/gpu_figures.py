@@ -23,7 +23,8 @@ from lowshot.model_zoo.transforms import PIL_INTERPOLATION
 from lowshot.tasks.classifiers import KNNClassifier, LogisticRegression
 
 from .classifier_speed import make_features, objective
-from .extraction import JpegFolder, eval_spec, measure, random_extractor, synthetic_images, write_jpegs
+from .extraction import (InMemoryImages, JpegFolder, bare_forward, eval_spec, pipeline, random_extractor,
+                         synthetic_images, write_jpegs)
 from .gpu_agreement import deviation
 from .knn_speed import make_problem
 from .outcome import measured, on_cuda, skipped
@@ -33,7 +34,8 @@ from .timing import seconds, sync, throughput
 @dataclass(frozen=True)
 class Sizes:
     img: int = 224  # extraction: image size, images per pipeline run, batch, photo size (shorter side)
-    images: int = 1024
+    images: int = 1024  # distinct images (each pipeline run cycles through them)
+    pipeline_images: int = 4096  # the longer of the two pipeline runs whose difference is the steady rate
     batch: int = 256
     photo_side: int = 375  # ImageNet's photos: 500 x 375 on average
     workers: int | None = None  # DataLoader workers of the pipelines (None: from the machine, as `lowshot bench`)
@@ -51,7 +53,7 @@ class Sizes:
 
 
 FULL = Sizes()
-SMALL = Sizes(img=32, images=8, batch=4, photo_side=48, workers=1, lr_n=1000, lr_dim=64, lr_classes=20, lr_test=500,
+SMALL = Sizes(img=32, images=8, pipeline_images=16, batch=4, photo_side=48, workers=1, lr_n=1000, lr_dim=64, lr_classes=20, lr_test=500,
               knn_queries=500, knn_refs=300, knn_dim=32, knn_classes=10,
               pretrain=("--arch", "tiny", "--img-size", "32", "--batch-size", "8", "--max-images", "48",
                         "--set", "embed_dim=32", "--set", "depth=2", "--set", "num_heads=2", "--set", "patch_size=8",
@@ -79,7 +81,7 @@ def _device_decode(model, jpeg: JpegFolder, sizes: Sizes) -> dict:
     def run():
         for s in range(0, n, sizes.batch):
             batch = decode_on_device(jpeg, range(s, min(n, s + sizes.batch)), sizes.img, device, mean, std)
-            with torch.no_grad(), model._autocast(model.device):
+            with torch.no_grad(), model.precision(model.device):
                 model.backbone.vit.forward_features(batch)
     rate = n / seconds(run, device, repeats=2)
     few = range(min(n, 16))
@@ -101,23 +103,40 @@ def _photos(n: int, img: int, side: int) -> tuple:
     return tuple(synthetic_images(n, img, side=side))
 
 
+def _steady_rate(model, source, sizes: Sizes, workers) -> dict:
+    """Images/s of the whole pipeline (cache included) once it runs: two runs, of `images` and `pipeline_images`
+    images of `source(n)`, the rate from their difference (worker start-up and the first batches cancel out), and
+    that start-up."""
+    transform = eval_spec(sizes.img)
+    n1, n2 = sizes.images, sizes.pipeline_images
+    t1, t2 = (n / pipeline(model, source(n), n, transform, sizes.batch, workers) for n in (n1, n2))
+    rate = (n2 - n1) / (t2 - t1) if t2 > t1 else n2 / t2
+    return {"img_s": rate, "startup_s": max(0.0, t1 - n1 / rate), "whole_run_img_s": n2 / t2}
+
+
 def extraction(arch: str, device: str, sizes: Sizes) -> dict:
     """ViT-<arch>/16 in bf16 at batch `sizes.batch`: bare forward, pipeline from decoded images in memory, from JPEG
-    files with DataLoader workers, and with the JPEG files decoded on the device."""
+    files with DataLoader workers (as `lowshot bench`: the machine's default workers), and with the JPEG files
+    decoded on the device."""
     torch.manual_seed(0)
     model = random_extractor(arch, 16, sizes.img, device, bf16=True)
     images = _photos(sizes.images, sizes.img, sizes.photo_side)
-    with tempfile.TemporaryDirectory() as tmp:
-        jpeg = write_jpegs(images, Path(tmp))
-        out = measure(model, images, sizes.batch, sizes.workers, jpeg, memory_workers=sizes.workers)
-        decode = _device_decode(model, jpeg, sizes)
-        jpeg_kib = sum(p.stat().st_size for p in jpeg.paths) / len(jpeg) / 1024
     workers = default_workers() if sizes.workers is None else sizes.workers
-    return measured(img=sizes.img, batch=sizes.batch, images=sizes.images, photo=[sizes.photo_side * 4 // 3,
-                    sizes.photo_side], jpeg_kib=jpeg_kib, workers=workers, bf16=True, bare_img_s=out["bare"],
-                    memory_img_s=out["memory"], jpeg_img_s=out["jpeg"], ratio_memory=out["memory"] / out["bare"],
-                    ratio_jpeg=out["jpeg"] / out["bare"], device_decode=decode,
-                    ratio_device_decode=decode["img_s"] / out["bare"])
+    batch = torch.stack([eval_spec(sizes.img).build()(im) for im in images[:sizes.batch]]).to(device)
+    bare = bare_forward(model, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_jpegs(images, Path(tmp))
+        cycle = len(images)
+        memory = _steady_rate(model, lambda n: InMemoryImages(images * -(-n // cycle), "memory"), sizes, workers)
+        jpeg = _steady_rate(model, lambda n: JpegFolder(Path(tmp), n, distinct=cycle), sizes, workers)
+        files = JpegFolder(Path(tmp), cycle)
+        decode = _device_decode(model, files, sizes)
+        jpeg_kib = sum(p.stat().st_size for p in files.paths) / cycle / 1024
+    return measured(img=sizes.img, batch=sizes.batch, images=[sizes.images, sizes.pipeline_images],
+                    photo=[sizes.photo_side * 4 // 3, sizes.photo_side], jpeg_kib=jpeg_kib, workers=workers, bf16=True,
+                    bare_img_s=bare, memory_img_s=memory["img_s"], jpeg_img_s=jpeg["img_s"],
+                    ratio_memory=memory["img_s"] / bare, ratio_jpeg=jpeg["img_s"] / bare, memory=memory, jpeg=jpeg,
+                    device_decode=decode, ratio_device_decode=decode["img_s"] / bare)
 
 
 def compile_speed(device: str, sizes: Sizes) -> dict:
@@ -132,7 +151,7 @@ def compile_speed(device: str, sizes: Sizes) -> dict:
 
     def rate(fn):
         def step():
-            with torch.no_grad(), model._autocast(model.device):
+            with torch.no_grad(), model.precision(model.device):
                 return fn(batch)
         return step
 
@@ -141,7 +160,7 @@ def compile_speed(device: str, sizes: Sizes) -> dict:
     sync(device)
     compile_s = time.perf_counter() - t0
     eager, fast = throughput(rate(forward), sizes.batch, device), throughput(rate(compiled), sizes.batch, device)
-    with torch.no_grad(), model._autocast(model.device):  # the compiled shape only: another would recompile
+    with torch.no_grad(), model.precision(model.device):  # the compiled shape only: another would recompile
         a, b = forward(batch)[:8].float(), compiled(batch)[:8].float()
     return measured(arch="vit_base/16", batch=sizes.batch, eager_img_s=eager, compiled_img_s=fast,
                     ratio_compiled=fast / eager, compile_s=compile_s,
