@@ -53,8 +53,8 @@ class Sizes:
 
 
 FULL = Sizes()
-SMALL = Sizes(img=32, images=8, pipeline_images=16, batch=4, photo_side=48, workers=1, lr_n=1000, lr_dim=64, lr_classes=20, lr_test=500,
-              knn_queries=500, knn_refs=300, knn_dim=32, knn_classes=10,
+SMALL = Sizes(img=32, images=8, pipeline_images=16, batch=4, photo_side=48, workers=1,
+              lr_n=1000, lr_dim=64, lr_classes=20, lr_test=500, knn_queries=500, knn_refs=300, knn_dim=32, knn_classes=10,
               pretrain=("--arch", "tiny", "--img-size", "32", "--batch-size", "8", "--max-images", "48",
                         "--set", "embed_dim=32", "--set", "depth=2", "--set", "num_heads=2", "--set", "patch_size=8",
                         "--set", "local_size=16", "--set", "num_prototypes=64", "--set", "patch_prototypes=32",
