@@ -61,7 +61,7 @@ def test_cpu_run_writes_the_schema_and_passes_every_cpu_check(ci_run):
     assert set(checks) == set(gpu_check.CHECKS) | {"pretrain_loss_falls"} == CPU_CHECKS | CUDA_CHECKS | {
         "multi_gpu_launcher"}
     assert {k: v["status"] for k, v in checks.items() if k in CPU_CHECKS} == dict.fromkeys(CPU_CHECKS, "passed")
-    assert all(checks[k] == {"status": "skipped", "reason": "no GPU", "seconds": 0.0} for k in CUDA_CHECKS)
+    assert all((checks[k]["status"], checks[k]["reason"]) == ("skipped", "no GPU") for k in CUDA_CHECKS)
     assert checks["multi_gpu_launcher"]["status"] == "skipped"
     assert checks["multi_gpu_launcher"]["reason"].startswith("not available")
     # what each CPU check measured
