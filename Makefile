@@ -9,7 +9,7 @@ EMBEDDED_RESULTS := results/embedded
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench leaderboard figure1 results pretrain-tiny ablation-collapse clean
+.PHONY: install test bench leaderboard figure1 gpu-check results pretrain-tiny ablation-collapse clean
 
 install: $(STAMP)
 
@@ -31,6 +31,13 @@ leaderboard: $(STAMP)
 
 figure1: $(STAMP)
 	$(BIN)/lowshot plot figure1 $(RESULTS)
+
+# Every CUDA path checked against the CPU and every GPU figure, in one JSON (< 8 min on one H100 / H200; without a
+# GPU the CUDA items are reported as skipped). GPU_CHECK_ARGS="--device cpu --small" is the CI run.
+GPU_CHECK_OUT  ?= gpu_check.json
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(BIN)/python -m lowshot.benchmark.perf.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # Regenerate the committed embedded-default results (records, leaderboard, figures, report) in results/embedded.
 # Records of a results directory (<results>/<model>/<task>/*.json; the saved split files stay): deleted before a

@@ -75,9 +75,12 @@ def cmd_bench(args) -> int:
 
 
 def _device(value: str) -> str:
-    """--device: a torch device that exists on this machine."""
+    """--device: a torch device that exists on this machine; 'auto' resolves here, before anything uses it, to cuda
+    when CUDA is available, else cpu (records carry the concrete device)."""
     import torch
 
+    if value == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(value)
     except (RuntimeError, ValueError):
@@ -305,7 +308,8 @@ def cmd_pretrain(args) -> int:
     if cfg.data == "embedded":  # the model zoo knows no dataset: the embedded scenes are passed in from here
         from lowshot.tasks.datasets.synthetic import SyntheticScenes
         source = SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
-    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source)
+    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source,
+                   bf16=args.bf16)
     return 0 if result["step"] >= cfg.steps else 1
 
 
@@ -381,8 +385,10 @@ def _bench_arguments(b) -> None:
     b.add_argument("--weights-file", help="local weights for a timm:<name> model (instead of the hub), or the "
                    "downloaded file of a registry entry without a URL (DINOv3; its release-name hash is checked)")
     b.add_argument("--trust-checkpoint", action="store_true", help="allow arbitrary pickled objects (unsafe)")
-    b.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N (default: cpu)")
-    b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction (CUDA only)")
+    b.add_argument("--device", default="auto", type=_device,
+                   help="auto, cpu, cuda or cuda:N (default: auto = cuda when CUDA is available, else cpu)")
+    b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction, on CUDA or CPU (the features "
+                   "differ from fp32 ones by up to 3 %% per image; recorded as precision bf16 in the identity)")
     b.add_argument("--batch-size", type=_at_least(1), default=64, help="images per extraction batch (default 64)")
     b.add_argument("--workers", type=_at_least(0), help="DataLoader workers (default: from the machine)")
     b.add_argument("--extract-only", action="store_true",

@@ -51,7 +51,7 @@ def model_identity(model) -> dict:
             "weights": info.weights, "method": info.method,
             "architecture": {**asdict(info.arch), "num_heads": info.num_heads},
             "eval_config": asdict(model.eval_config),
-            "precision": "bf16" if model.bf16 and model.device.type == "cuda" else "fp32"}
+            "precision": "bf16" if model.bf16 else "fp32"}  # bf16 autocast runs on CUDA and CPU alike
 
 
 def default_workers() -> int:

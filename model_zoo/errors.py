@@ -27,6 +27,10 @@ class BadInputError(LowshotError, ValueError):
     """A file or value that is there but cannot be used as it is (corrupt image, bad option value...)."""
 
 
+class MissingPackageError(LowshotError, ImportError):
+    """An optional package that the chosen option needs is not installed (the message says which and how)."""
+
+
 class NonFiniteError(LowshotError, FloatingPointError):
     """A feature or score that is NaN or infinite (a broken checkpoint, a corrupt record)."""
 

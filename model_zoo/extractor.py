@@ -27,6 +27,10 @@ from .formats import Architecture
 from .registry import FEATURES, EvalConfig
 from .transforms import TransformSpec, eval_transform
 
+# How far bf16 features may lie from fp32 ones: the largest per-image relative L2 deviation |f_bf16 - f_fp32| / |f_fp32|
+# of any feature (measured on CPU: <= 0.011 on random-init ViT-S/16 and ViT-B/16 at 64 and 224 px, 0.0016 on the
+# trained tiny models). Tests and `benchmark.perf.gpu_check` hold bf16 extraction to it, on CPU and on CUDA.
+BF16_TOLERANCE = 0.03
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -41,6 +45,28 @@ class ModelInfo:
     num_heads: int
     source: str = "file"  # "registry", "file", "timm", "hf", "py"
     revision: str = ""  # hub revision (commit) of the weights, when known
+
+
+@contextlib.contextmanager
+def ieee_fp32():
+    """Float32 convolutions and matmuls without TensorFloat-32 inside, the caller's settings back afterwards.
+
+    On CUDA, cuDNN runs float32 convolutions (the ViT's patch embedding) in TF32 by default, and a training loop's
+    `torch.set_float32_matmul_precision("high")` does the same to every matmul: features then move by ~1e-3 from
+    the CPU's, far outside the 1e-5 the loaders are held to. Only the global flags are touched (no CUDA needed)."""
+    backends = torch.backends
+    if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):  # torch >= 2.9
+        flags = [(backends.cudnn.conv, "fp32_precision", "ieee"), (backends.cuda.matmul, "fp32_precision", "ieee")]
+    else:
+        flags = [(backends.cudnn, "allow_tf32", False), (backends.cuda.matmul, "allow_tf32", False)]
+    saved = [getattr(owner, name) for owner, name, _ in flags]
+    try:
+        for owner, name, value in flags:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for (owner, name, _), value in zip(flags, saved):
+            setattr(owner, name, value)
 
 
 @contextlib.contextmanager
@@ -122,10 +148,14 @@ class FeatureExtractor(torch.nn.Module):
         return {"cls_last4": k * d, "patch_last4": k * d, "cls_avgpool": 2 * d, "cls_last4_avgpool": (k + 1) * d}.get(
             name, d)
 
-    def _autocast(self, device: torch.device):
-        if self.bf16 and device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def precision(self, device: torch.device):
+        """The numeric context of extraction on `device` (perf scripts time the bare forward under it too): bf16
+        autocast on CUDA and on CPU alike (matmuls and attention in bfloat16, normalisations and softmax in
+        float32, as torch's autocast lists them); without bf16, IEEE float32 on CUDA too (`ieee_fp32`). The features
+        come back in float32 either way."""
+        if self.bf16:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return ieee_fp32() if device.type == "cuda" else contextlib.nullcontext()
 
     @torch.no_grad()
     def extract(self, images: torch.Tensor, names: list[str] | tuple[str, ...] = ("cls",)) -> dict[str, torch.Tensor]:
@@ -140,7 +170,7 @@ class FeatureExtractor(torch.nn.Module):
         images = images.to(self.device, torch.float32)
         keep = min(4, self.backbone.depth) if {"cls_last4", "patch_last4", "cls_last4_avgpool"} & set(names) else 1
         p = self.backbone.num_prefix_tokens
-        with evaluation_mode(self.backbone), self._autocast(images.device):
+        with evaluation_mode(self.backbone), self.precision(images.device):
             outs = self.backbone.block_outputs(images, keep)
             normed = [self.backbone.norm(o) for o in outs]
             last, last_normed = outs[-1], normed[-1]

@@ -381,3 +381,41 @@ def test_knn_backends_agree():
     assert f.score(Xte, yte * 3 + 10) > 0.5
     pt = t.predict(torch.from_numpy(Xte))
     assert isinstance(pt, torch.Tensor) and np.array_equal(pt.numpy(), f.predict(Xte))
+
+
+def test_knn_torch_search_holds_bounded_similarity_blocks(monkeypatch):
+    """The torch search never holds more than MAX_BLOCK_BYTES of query x reference similarities (what keeps the
+    k-NN against a large reference set within a GPU's memory), and the blocks change no neighbour."""
+    from lowshot.tasks.classifiers import knn as knn_module
+
+    Xtr, ytr, Xte, _ = _lowshot_problem(n_classes=10, per_class=30, n_test_per_class=20, dim=16, seed=3)
+    whole = KNNClassifier(k=5, backend="torch").fit(Xtr, ytr)
+    expected = [t.numpy() for t in whole.kneighbors(Xte)]
+    blocks, topk = [], torch.topk
+
+    def spy(sims, *args, **kwargs):
+        blocks.append(sims.numel() * sims.element_size())
+        return topk(sims, *args, **kwargs)
+
+    monkeypatch.setattr(knn_module, "MAX_BLOCK_BYTES", 4 * len(Xtr) * 7)  # 7 queries per block
+    monkeypatch.setattr(torch, "topk", spy)
+    small = KNNClassifier(k=5, backend="torch").fit(Xtr, ytr)
+    got = [t.numpy() for t in small.kneighbors(Xte)]
+    assert small.block_rows() == 7 and len(blocks) == -(-len(Xte) // 7)
+    assert max(blocks) <= knn_module.MAX_BLOCK_BYTES
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+
+
+def test_knn_without_faiss_says_how_to_install_it(monkeypatch):
+    import sys
+
+    from lowshot.model_zoo.errors import MissingPackageError
+    from lowshot.tasks.classifiers.knn import faiss_gpu_available, import_faiss
+
+    assert not faiss_gpu_available(import_faiss())  # faiss-cpu here: no GPU index (a CUDA search uses torch)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
+    X, y, _, _ = _lowshot_problem(n_classes=3, per_class=3, dim=4)
+    with pytest.raises(MissingPackageError, match=r"pip install faiss-cpu.*faiss-gpu-cu12.*backend='torch'"):
+        KNNClassifier(backend="faiss").fit(X, y)
+    assert KNNClassifier(backend="torch").fit(X, y).backend_ == "torch"  # needs no faiss

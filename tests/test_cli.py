@@ -52,3 +52,19 @@ def test_leaderboard_and_plot_commands_read_the_records(tmp_path, capsys):
     assert main(["plot", "figure1", str(tmp_path), "--out", str(tmp_path / "fig")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "fig" / f"figure1_embedded-lowshot.{e}")
                                                for e in ("png", "pdf")]
+
+
+def test_device_auto_is_the_default_and_resolves_before_use(monkeypatch):
+    """`--device auto` (the default) is a concrete device once parsed: cuda when CUDA is available, else cpu, so the
+    records' environment and everything downstream see cpu / cuda, never 'auto'."""
+    import torch
+
+    parser = build_parser()
+    bench = ["bench", "--model", "x"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert parser.parse_args(bench).device == "cpu" == parser.parse_args(bench + ["--device", "auto"]).device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parser.parse_args(bench).device == "cuda"
+    assert parser.parse_args(bench + ["--device", "cpu"]).device == "cpu"
+    help_text = parser._subparsers._group_actions[0].choices["bench"].format_help()
+    assert "default: auto = cuda when CUDA is available, else cpu" in " ".join(help_text.split())

@@ -86,3 +86,50 @@ def test_nan_features_are_refused_and_nothing_cached(tmp_path):
     with pytest.raises(FloatingPointError, match=r"NaN.*classification/test.*e\.g\. \S+\.png; nothing was cached"):
         _get(FeatureCache(tmp_path), model, range(4))
     assert not list(tmp_path.rglob("*.npy"))
+
+
+def test_bf16_runs_on_cpu_within_its_tolerance_and_has_its_own_identity():
+    """--bf16 autocasts on CPU too (so the bf16 path runs in CI): its features differ from fp32 ones, by less than the
+    stated tolerance; the identity says bf16 (another cache key), while an fp32 model's identity stays 'fp32'."""
+    from lowshot.benchmark.features import model_identity
+    from lowshot.model_zoo import load_model
+    from lowshot.model_zoo.extractor import BF16_TOLERANCE
+
+    fp32, bf16 = load_model("dino-tiny"), load_model("dino-tiny", bf16=True)
+    names = ["cls", "patch", "cls_last4_avgpool"]
+    a, b = (extract_features(m, SOURCE, np.arange(8), TransformSpec(64, 64), names, batch_size=4, workers=0,
+                             progress=False) for m in (fp32, bf16))
+    for name in names:
+        x, y = (torch.from_numpy(np.asarray(f[name], np.float32)).flatten(0, -2) for f in (a, b))
+        deviation = float(((y - x).norm(dim=1) / x.norm(dim=1)).max())
+        assert 0 < deviation <= BF16_TOLERANCE, (name, deviation)  # bf16 was used, and stays close
+    assert model_identity(fp32)["precision"] == "fp32" and model_identity(bf16)["precision"] == "bf16"
+    key = lambda m: FeatureCache("unused").key(m, SOURCE, np.arange(8), TransformSpec(64, 64), "cls")[0]  # noqa: E731
+    assert key(fp32) != key(bf16)
+    assert not torch.is_autocast_enabled("cpu")  # the autocast ended with the extraction
+
+
+def test_fp32_extraction_on_cuda_turns_tensorfloat32_off_and_restores_the_callers_flags():
+    """On CUDA, cuDNN convolutions (the patch embedding) default to TF32 and a training loop may set
+    set_float32_matmul_precision('high'): fp32 features would move ~1e-3 from the CPU's. The extractor's CUDA
+    context runs IEEE float32 and gives the caller's flags back (only global flags: this runs without a GPU)."""
+    from lowshot.model_zoo.extractor import ieee_fp32
+
+    backends = torch.backends
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")  # what a training loop often sets
+        caller = (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision)
+        assert caller == ("tf32", "tf32")
+        with pytest.raises(RuntimeError, match="inside"):
+            with ieee_fp32():
+                assert (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision) == ("ieee", "ieee")
+                raise RuntimeError("inside")
+        assert (backends.cudnn.conv.fp32_precision, backends.cuda.matmul.fp32_precision) == caller
+    finally:
+        torch.set_float32_matmul_precision(before)
+    from lowshot.model_zoo import load_model
+
+    tiny = load_model("dino-tiny")  # an fp32 extractor takes that context on CUDA only
+    assert isinstance(tiny.precision(torch.device("cuda")), type(ieee_fp32()))
+    assert not isinstance(tiny.precision(torch.device("cpu")), type(ieee_fp32()))

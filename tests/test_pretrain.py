@@ -323,3 +323,19 @@ def test_tiny_models_beat_random_init():
     random_init = linear_probe("random-tiny")
     for name in ["dino-tiny", "ibot-tiny", "msn-tiny", "mae-tiny", "maskcluster-tiny"]:
         assert linear_probe(name) >= random_init + 0.05, name
+
+
+def test_bf16_training_on_cpu_returns_its_losses(tmp_path):
+    """`train(bf16=True)` (`lowshot pretrain --bf16`) runs the forward pass under bf16 autocast, on CPU too: the
+    losses are finite and not those of the float32 run, whose weights stay float32; the caller's autocast state is
+    back afterwards."""
+    cfg = _cfg("maskcluster", steps=3, warmup_steps=0)
+    fp32 = train(cfg, tmp_path / "a", source=_scenes(cfg), log=lambda *_: None)
+    bf16 = train(cfg, tmp_path / "b", source=_scenes(cfg), log=lambda *_: None, bf16=True)
+    assert len(fp32["losses"]) == len(bf16["losses"]) == 3 and all(map(math.isfinite, bf16["losses"]))
+    assert bf16["losses"] != fp32["losses"]
+    assert max(abs(a - b) / abs(a) for a, b in zip(fp32["losses"], bf16["losses"])) < 0.05
+    assert all(p.dtype == torch.float32 for p in bf16["model"].parameters())
+    assert not torch.is_autocast_enabled("cpu")
+    args = add_pretrain_arguments(argparse.ArgumentParser()).parse_args(["--out", "o", "--bf16"])
+    assert args.bf16

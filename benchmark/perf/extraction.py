@@ -58,9 +58,15 @@ class InMemoryImages:
 
 
 class JpegFolder(InMemoryImages):
-    def __init__(self, folder: Path, n: int):
-        self.paths = [folder / f"img_{i}.jpg" for i in range(n)]
-        self.identity, self.names = f"jpeg:{folder}", [p.name for p in self.paths]
+    """JPEG files img_0.jpg ... decoded with PIL; with `distinct`, image i is file i % distinct (a long run over
+    a few files: each read is decoded again)."""
+
+    def __init__(self, folder: Path, n: int, distinct: int | None = None):
+        self.paths = [folder / f"img_{i % (distinct or n)}.jpg" for i in range(n)]
+        self.identity, self.names = f"jpeg:{folder}", [f"img_{i}.jpg" for i in range(n)]
+
+    def __len__(self):
+        return len(self.paths)
 
     def load_image(self, i):
         with Image.open(self.paths[i]) as im:
@@ -69,10 +75,8 @@ class JpegFolder(InMemoryImages):
 
 def bare_forward(model: FeatureExtractor, batch: torch.Tensor) -> float:
     """Images/s of timm's own forward_features on a batch already on the device."""
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if model.bf16 and batch.is_cuda else torch.autocast("cpu", enabled=False)
-
     def step():
-        with torch.no_grad(), ctx:
+        with torch.no_grad(), model.precision(batch.device):  # as the pipeline: bf16 autocast, or IEEE fp32 on CUDA
             model.backbone.vit.forward_features(batch)
     return throughput(step, len(batch), batch.device)
 
@@ -84,6 +88,47 @@ def pipeline(model, source, n: int, transform: TransformSpec, batch_size: int, w
         cache.get(model, source, np.arange(n), transform, [model.lowshot_feature], batch_size, workers, progress=False)
         sync(model.device)
         return n / (time.perf_counter() - t0)
+
+
+def synthetic_images(n: int, img: int, seed: int = 0, side: int | None = None) -> list[Image.Image]:
+    """Random 4:3 RGB images. Default: pure noise whose shorter side is the protocol's resize (img * 256 / 224), so
+    the transform only crops. With `side` (ImageNet's photos: 375 x 500 on average) photo-like images instead: smooth
+    colour fields plus noise, which compress and decode like photographs (a 500 x 375 one is ~90 KiB as a quality-90
+    JPEG; ImageNet's validation images average ~130 KiB) and which the transform resizes."""
+    rng = np.random.default_rng(seed)
+    if side is None:
+        side = img * 256 // 224
+        return [Image.fromarray(rng.integers(0, 255, (side, side + side // 3, 3), dtype=np.uint8)) for _ in range(n)]
+    out = []
+    for _ in range(n):
+        field = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((side + side // 3, side),
+                                                                                         Image.BICUBIC)
+        noisy = np.asarray(field, np.int16) + rng.integers(-32, 33, (side, side + side // 3, 3), dtype=np.int16)
+        out.append(Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)))
+    return out
+
+
+def eval_spec(img: int) -> TransformSpec:
+    return TransformSpec(img * 256 // 224, img, "bicubic")
+
+
+def write_jpegs(images: list[Image.Image], folder: Path) -> JpegFolder:
+    for i, im in enumerate(images):
+        im.save(folder / f"img_{i}.jpg", quality=90)
+    return JpegFolder(folder, len(images))
+
+
+def measure(model: FeatureExtractor, images: list[Image.Image], batch_size: int, workers: int | None,
+            jpeg: JpegFolder, memory_workers: int | None = 0) -> dict:
+    """Images/s of the bare forward on one batch already on the device, of the pipeline from `images` in memory
+    (transformed by `memory_workers` processes, default none) and of the pipeline from the JPEG files `jpeg`
+    (decoded and transformed by `workers` processes)."""
+    transform = eval_spec(model.info.arch.img_size)
+    batch = torch.stack([transform.build()(im) for im in images[:batch_size]]).to(model.device)
+    n = len(images)
+    return {"bare": bare_forward(model, batch),
+            "memory": pipeline(model, InMemoryImages(images, "memory"), n, transform, batch_size, memory_workers),
+            "jpeg": pipeline(model, jpeg, n, transform, batch_size, workers)}
 
 
 def main(argv=None) -> dict:
@@ -104,23 +149,16 @@ def main(argv=None) -> dict:
         raise SystemExit("--device cuda was asked for, but CUDA is not available")
     torch.manual_seed(0)
     model = random_extractor(a.arch, a.patch, a.img, a.device, a.bf16)
-    rng = np.random.default_rng(0)
-    side = a.img * 256 // 224
-    images = [Image.fromarray(rng.integers(0, 255, (side, side + side // 3, 3), dtype=np.uint8)) for _ in range(a.n)]
-    transform = TransformSpec(side, a.img, "bicubic")
-    batch = torch.stack([transform.build()(im) for im in images[:a.batch_size]]).to(a.device)
-    bare = bare_forward(model, batch)
-    memory = pipeline(model, InMemoryImages(images, "memory"), a.n, transform, a.batch_size, workers=0)
+    images = synthetic_images(a.n, a.img)
     with tempfile.TemporaryDirectory() as tmp:
-        for i, im in enumerate(images):
-            im.save(Path(tmp) / f"img_{i}.jpg", quality=90)
-        jpeg = pipeline(model, JpegFolder(Path(tmp), a.n), a.n, transform, a.batch_size, a.workers)
+        out = measure(model, images, a.batch_size, a.workers, write_jpegs(images, Path(tmp)))
+    bare, memory, jpeg = out["bare"], out["memory"], out["jpeg"]
     tag = f"{a.arch}/{a.patch} @{a.img}px, batch {a.batch_size}, {a.device}{' bf16' if a.bf16 else ''}"
     print(f"extraction throughput, {tag}")
     print(f"  bare timm forward       {bare:9.1f} img/s")
     print(f"  pipeline, in memory     {memory:9.1f} img/s   ratio {memory / bare:.3f}")
     print(f"  pipeline, JPEG + workers{jpeg:9.1f} img/s   ratio {jpeg / bare:.3f}")
-    return {"bare": bare, "memory": memory, "jpeg": jpeg}
+    return out
 
 
 if __name__ == "__main__":

@@ -17,6 +17,16 @@ from lowshot.tasks.classifiers import KNNClassifier
 from .timing import seconds
 
 
+def make_problem(queries: int, refs: int, dim: int, classes: int, seed: int = 0):
+    """(references, their labels, queries): Gaussian class means + noise of scale 2."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(classes, dim)).astype(np.float32)
+    y_ref = rng.integers(0, classes, refs)
+    x_ref = means[y_ref] + rng.normal(scale=2.0, size=(refs, dim)).astype(np.float32)
+    x_q = means[rng.integers(0, classes, queries)] + rng.normal(scale=2.0, size=(queries, dim)).astype(np.float32)
+    return x_ref, y_ref, x_q
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--queries", type=int, default=50_000)
@@ -29,11 +39,7 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     if a.small:
         a.queries, a.refs, a.dim, a.classes = 2000, 1000, 128, 100
-    rng = np.random.default_rng(0)
-    means = rng.normal(size=(a.classes, a.dim)).astype(np.float32)
-    y_ref = rng.integers(0, a.classes, a.refs)
-    x_ref = means[y_ref] + rng.normal(scale=2.0, size=(a.refs, a.dim)).astype(np.float32)
-    x_q = means[rng.integers(0, a.classes, a.queries)] + rng.normal(scale=2.0, size=(a.queries, a.dim)).astype(np.float32)
+    x_ref, y_ref, x_q = make_problem(a.queries, a.refs, a.dim, a.classes)
     times, preds = {}, {}
     for backend in ("faiss", "torch"):
         knn = KNNClassifier(k=a.k, backend=backend, device=a.device).fit(x_ref, y_ref)

@@ -41,6 +41,8 @@ def add_pretrain_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     p.add_argument("--ckpt-every", type=int, help="steps between training checkpoints")
     p.add_argument("--log-every", type=int, help="steps between progress lines")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the process's GPU if any)")
+    p.add_argument("--bf16", action="store_true",
+                   help="forward pass and losses under bf16 autocast (CUDA or CPU); weights and optimizer in float32")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field (JSON value)")
     return parser

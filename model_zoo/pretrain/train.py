@@ -60,19 +60,23 @@ def _format_logs(logs: dict) -> str:
 
 def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: int | None = None,
           device: str | None = None, name: str = "backbone", source=None,
-          log=functools.partial(print, flush=True)) -> dict:
+          log=functools.partial(print, flush=True), bf16: bool = False) -> dict:
     """Train (or continue) a run in `out`; stop after `stop_at` steps if given (for tests and time slices).
     Images come from `source` when given (see `data.build_dataset`), else from the image folder `cfg.data`.
 
+    `bf16`: the forward pass and the losses under bf16 autocast (CUDA or CPU; weights, gradients and the optimizer
+    stay float32).
+
     Writes out/checkpoint.pt every cfg.ckpt_every steps and at the end, and out/<name>.safetensors once the
-    run has done cfg.steps steps. Returns {"step", "checkpoint", "backbone" (or None), "model"}.
-    The caller's random number generators are as they were afterwards (the run seeds its own).
+    run has done cfg.steps steps. Returns {"step", "checkpoint", "backbone" (or None), "model", "losses" (the loss
+    of each step this call ran)}. The caller's random number generators are as they were afterwards (the run seeds
+    its own).
     """
     with torch.random.fork_rng():
-        return _train(cfg, out, resume, stop_at, device, name, source, log)
+        return _train(cfg, out, resume, stop_at, device, name, source, log, bf16)
 
 
-def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log) -> dict:
+def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log, bf16) -> dict:
     out = Path(out)
     rank, world, device = init_distributed(device)
     ckpt_path = out / CHECKPOINT
@@ -107,8 +111,10 @@ def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log)
     if rank == 0:
         log(f"pretrain {cfg.method}: steps {start} -> {end} of {cfg.steps}, {world} process(es) x batch "
             f"{cfg.batch_size}, {dataset.identity}, device {device}, "
-            f"{sum(p.numel() for p in model.student.parameters()) / 1e6:.2f}M backbone parameters")
+            f"{sum(p.numel() for p in model.student.parameters()) / 1e6:.2f}M backbone parameters"
+            + (", bf16 autocast" if bf16 else ""))
     batches, step, t0 = iter(loader), start, time.time()
+    losses = torch.zeros(max(0, end - start), device=device)  # on the device: no synchronisation per step
     model.train()
     for step in range(start, end):
         images = next(batches).to(device, non_blocking=True)
@@ -119,7 +125,9 @@ def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log)
         generator = torch.Generator().manual_seed(step_seed(cfg.seed, step, rank, 0))
         torch.manual_seed(step_seed(cfg.seed, step, rank, 1))  # drop-path and anything else on the global RNG
         batch = model.recipe.prepare(cfg, multicrop, images, generator)
-        loss, logs = net(batch, values)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, logs = net(batch, values)
+        losses[step - start] = loss.detach()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {loss.item()} ({_format_logs(logs)})")
         optimizer.zero_grad(set_to_none=True)
@@ -143,4 +151,4 @@ def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log)
         log(f"wrote {backbone} ({(time.time() - t0) / 60:.1f} min)")
     if world > 1:
         dist.barrier()
-    return {"step": done, "checkpoint": ckpt_path, "backbone": backbone, "model": model}
+    return {"step": done, "checkpoint": ckpt_path, "backbone": backbone, "model": model, "losses": losses.tolist()}
