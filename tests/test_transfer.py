@@ -119,6 +119,7 @@ def _bench(*args):
     return main(["bench", "--model", "random-tiny", "--workers", "0", "--quiet", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_every_fake_through_the_cli_then_a_rerun_computes_nothing(tmp_path, capsys):
     """`--task transfer` over a root holding every fake: one record per (dataset, k, seed, classifier), the
     label-free scores, the mean over the 13 datasets, the figure; a rerun computes no feature and writes nothing."""
