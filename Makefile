@@ -9,7 +9,7 @@ EMBEDDED_RESULTS := results/embedded
 
 STAMP := $(VENV)/.installed
 
-.PHONY: install test bench leaderboard figure1 gpu-check results pretrain-tiny ablation-collapse clean
+.PHONY: install test test-fast bench leaderboard figure1 gpu-check results pretrain-tiny ablation-collapse clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner loop: every test but the slow end-to-end runs (@pytest.mark.slow: the 13-dataset transfer run, the
+# concurrent runs, torchrun, the full embedded task, the perf scripts, ...); `make test` runs them too.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # MODEL: a method (dino|ibot|mae|msn|maskcluster), 'all', a registry name or a checkpoint file.
 # Without DATA: the embedded dataset and the tiny models, offline. With DATA=<root>: the real protocols.

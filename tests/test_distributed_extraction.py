@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from lowshot.benchmark.cli import main
 from lowshot.benchmark.features import FeatureCache
@@ -39,6 +40,7 @@ def _files(directory):
     return sorted(p for p in directory.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_torchrun_extraction_then_plain_fit(tmp_path, capsys, monkeypatch):
     cache, results = tmp_path / "features", tmp_path / "results"
     run = _torchrun(*BENCH, "--cache", str(cache), "--results", str(results), "--extract-only")
@@ -68,11 +70,17 @@ def test_torchrun_extraction_then_plain_fit(tmp_path, capsys, monkeypatch):
     for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     capsys.readouterr()
+    def features():
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in _files(cache) if p.suffix in (".npy", ".json")}
+
+    extracted = features()
     assert main(BENCH + ["--cache", str(cache), "--results", str(results)]) == 0
+    assert features() == extracted  # read, never recomputed
+    records, problems = load_records(results)
+    assert not problems and sorted((r["setting"], r["seed"], r["classifier"]) for r in records) == [
+        ("1img", seed, "logreg") for seed in (1, 2, 3)]
     out = capsys.readouterr().out
     assert "3 record(s) written" in out and "2 hit(s), 0 computed" in out
-    records, problems = load_records(results)
-    assert not problems and len(records) == 3
     assert not [p for p in _files(tmp_path) if ".tmp" in p.name]
 
 
@@ -101,6 +109,7 @@ FAILING_RANK = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_failing_rank_fails_every_rank_and_leaves_no_file(tmp_path, monkeypatch):
     script, outcome, cache = tmp_path / "failing_rank.py", tmp_path / "outcome", tmp_path / "features"
     script.write_text(FAILING_RANK)

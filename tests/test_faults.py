@@ -57,6 +57,17 @@ def scores(results: Path) -> dict:
             for r in records}
 
 
+def written_by(run, directory: Path, pattern: str = "*.json"):
+    """`run()`'s result and the files under `directory` it wrote (new or modified): what a run did, read from the
+    disk rather than from what it printed."""
+    def stamps():
+        return {p: p.stat().st_mtime_ns for p in directory.rglob(pattern)} if directory.exists() else {}
+
+    before = stamps()
+    result = run()
+    return result, {p for p, t in stamps().items() if before.get(p) != t}
+
+
 def dino_copy(tmp_path, source=DINO_FIXTURE, name="model.pth") -> Path:
     target = tmp_path / "models" / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,8 +82,12 @@ def test_other_heads_compute_new_records_never_the_old_numbers(tmp_path):
     path = dino_copy(tmp_path)
     assert bench(tmp_path, model=["--model", str(path), "--method", "dino", "--num-heads", "3"])[0] == 0
     first = scores(tmp_path / "results")
-    code, out, _ = bench(tmp_path, model=["--model", str(path), "--method", "dino", "--num-heads", "4"])
-    assert code == 0 and "2 record(s) written" in out  # logreg and k-NN, computed again
+    (code, out, _), written = written_by(
+        lambda: bench(tmp_path, model=["--model", str(path), "--method", "dino", "--num-heads", "4"]),
+        tmp_path / "results")
+    assert code == 0 and len(written) == 2  # logreg and k-NN, computed again, beside the first two
+    assert {json.loads(p.read_text())["architecture"]["num_heads"] for p in written} == {4}
+    assert "2 record(s) written" in out
     after = scores(tmp_path / "results")
     assert len(after) == 4 and set(first) < set(after)  # the first run's records are kept beside
     assert "[num_heads=4]" in out and "num_heads=3" not in out  # this run's numbers only
@@ -83,12 +98,16 @@ def test_other_heads_compute_new_records_never_the_old_numbers(tmp_path):
 def test_another_method_or_lambda_rule_computes_new_records(tmp_path):
     path = dino_copy(tmp_path)
     assert bench(tmp_path, model=["--model", str(path), "--method", "dino", "--num-heads", "3"])[0] == 0
-    code, out, err = bench(tmp_path, model=["--model", str(path), "--method", "msn", "--num-heads", "3"])
-    assert code == 0 and "2 record(s) written" in out
+    (code, out, err), written = written_by(
+        lambda: bench(tmp_path, model=["--model", str(path), "--method", "msn", "--num-heads", "3"]),
+        tmp_path / "results")
+    assert code == 0 and {json.loads(p.read_text())["method"] for p in written} == {"msn"} and len(written) == 2
+    assert "2 record(s) written" in out
     assert "dino release format, but the msn evaluation rules" in err  # and it says the rules do not match
-    code, out, _ = bench(tmp_path, "--lambd", "cv", model=["--model", str(path), "--method", "dino",
-                                                           "--num-heads", "3"])
-    assert code == 0 and "1 record(s) written" in out and "logreg λ=cv" in out  # k-NN is not affected by λ
+    (code, out, _), written = written_by(lambda: bench(tmp_path, "--lambd", "cv", model=[
+        "--model", str(path), "--method", "dino", "--num-heads", "3"]), tmp_path / "results")
+    assert code == 0 and [json.loads(p.read_text())["classifier"] for p in written] == ["logreg λ=cv"]  # not k-NN
+    assert "1 record(s) written" in out and "logreg λ=cv" in out
     classifiers = {(k[3], k[4]) for k in scores(tmp_path / "results")}
     assert len(classifiers) == 5 and {c for c, _ in classifiers} == {"logreg", "knn", "logreg λ=cv"}
 
@@ -98,8 +117,10 @@ def test_another_checkpoint_with_the_same_file_name(tmp_path):
     model = ["--model", str(path), "--method", "dino", "--num-heads", "3"]
     assert bench(tmp_path, model=model)[0] == 0
     shutil.copyfile(FIXTURES / "dino" / "dino_pretrain_full_checkpoint.pth", path)  # another file, same name
-    code, out, _ = bench(tmp_path, model=model)
-    assert code == 0 and "2 record(s) written" in out
+    first = set((tmp_path / "results").rglob("*.json"))
+    (code, out, _), written = written_by(lambda: bench(tmp_path, model=model), tmp_path / "results")
+    assert code == 0 and len(written) == 2 and not written & first  # two new records, the first two kept
+    assert "2 record(s) written" in out
     _, summary = load_summary(tmp_path / "results", reference=None)
     assert len(set(summary["variant"])) == 2 and all(v.startswith("checkpoint_sha256=") or "layout" in v
                                                      for v in summary["variant"])
@@ -128,9 +149,10 @@ def test_a_damaged_cache_file_is_found_and_recomputed(tmp_path, damage):
         shutil.copyfile(files["test"], train)
     else:
         train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])
-    code, out, err = bench(tmp_path, "--overwrite")
+    (code, out, err), recomputed = written_by(lambda: bench(tmp_path, "--overwrite"), tmp_path / "cache", "*.npy")
     assert code == 0 and f"cache file {train} is damaged" in err and "recomputing it" in err
     assert scores(tmp_path / "results") == reference  # the right numbers, from recomputed features
+    assert recomputed == {train}  # the damaged file only
     assert "1 hit(s), 1 computed" in out
 
 
@@ -146,8 +168,13 @@ def test_images_replaced_in_place_are_new_images(tmp_path):
     image = next((data / "val").rglob("*.JPEG"))
     Image.new("RGB", (48, 40), (255, 0, 0)).save(image)  # same name, other content
     os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
-    code, out, _ = lowshot(args)
-    assert code == 0 and "2 record(s) written" in out and "1 hit(s), 1 computed" in out  # val features again
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "c").rglob("*.npy")}
+    (code, out, _), written = written_by(lambda: lowshot(args), tmp_path / "r")
+    assert code == 0 and len(written) == 2  # logreg and k-NN on the new evaluation images
+    computed = [p for p in (tmp_path / "c").rglob("*.npy") if cached.get(p) != p.stat().st_mtime_ns]
+    assert [json.loads(p.with_suffix(".json").read_text())["dataset"] for p in computed] == [
+        f"imagefolder:{data}/val"]  # the validation features again, the training ones from the cache
+    assert "2 record(s) written" in out and "1 hit(s), 1 computed" in out
 
 
 # --------------------------------------------------------------------------- 3. interrupted and concurrent runs
@@ -169,6 +196,7 @@ def test_temporary_files_of_dead_processes_are_removed(tmp_path):
     assert not stale.exists() and alive.exists() and other_host.exists()
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_on_one_results_directory(tmp_path):
     require(DINO_FIXTURE)
     args = [sys.executable, "-m", "lowshot", "bench", "--model", str(DINO_FIXTURE), "--method", "dino",

@@ -6,7 +6,9 @@ import pytest
 
 from lowshot.benchmark.cli import main
 from lowshot.benchmark.leaderboard import load_summary, write_tables
+from lowshot.benchmark.plots import draw_task, family_plots
 from lowshot.benchmark.records import record_path, write_record
+from lowshot.model_zoo.errors import BadInputError
 
 
 def _record(results, model, setting, seed, score, task="imagenet-lowshot", family="classification",
@@ -82,14 +84,38 @@ def test_malformed_record_reported_and_skipped(results, tmp_path, capsys):
     assert row.iloc[0]["mean"] == pytest.approx(60.0) and row.iloc[0]["n_seeds"] == 3
 
 
+def _curves(fig) -> dict:
+    """Our curves as drawn: {legend label: (x, y, half-length of each error bar, None where there is none)}."""
+    curves = {}
+    for container in fig.axes[0].containers:
+        if container.get_label().startswith("_"):  # published reference curves carry no label of their own
+            continue
+        line, _, (bars,) = container.lines
+        ends = {float(seg[0][0]): (seg[1][1] - seg[0][1]) / 2 for seg in bars.get_segments() if len(seg)}
+        xs = [float(x) for x in line.get_xdata()]
+        curves[container.get_label()] = (xs, [float(y) for y in line.get_ydata()], [ends.get(x) for x in xs])
+    return curves
+
+
 def test_figure1_and_family_plots(results, tmp_path, capsys):
+    frame, summary = load_summary(results)
     assert main(["plot", "figure1", str(results), "--out", str(tmp_path / "fig")]) == 0
-    png = tmp_path / "fig" / "figure1_imagenet-lowshot.png"
-    assert png.stat().st_size > 10_000 and (tmp_path / "fig" / "figure1_imagenet-lowshot.pdf").exists()
-    assert main(["plot", "families", str(results), "--out", str(tmp_path / "fam")]) == 0
-    assert (tmp_path / "fam" / "multilabel_embedded-multilabel.png").exists()
+    fig_dir, fam_dir = tmp_path / "fig", tmp_path / "fam"
+    assert capsys.readouterr().out.split() == [str(fig_dir / "figure1_imagenet-lowshot.png"),
+                                               str(fig_dir / "figure1_imagenet-lowshot.pdf")]
+    assert _curves(draw_task(summary, "imagenet-lowshot", "logreg")) == {
+        "dino-vits16": ([1, 2, 5, 12.8], [41, 51, 60, 64], [1, 1, 1, None]),  # 1 %: one seed, no error bar
+        "msn-vits16": ([1], [47.5], [None])}
+    published = [c for c in draw_task(summary, "imagenet-lowshot", "logreg").axes[0].containers
+                 if c.get_label().startswith("_")]
+    assert any(list(c.lines[0].get_ydata()) == [46.1, 56.2, 64.7, 69.7] for c in published)  # iBOT ViT-B/16
+    assert sorted(family_plots(summary, fam_dir)) == sorted(
+        fam_dir / f"{stem}.{ext}" for stem in ("figure1_imagenet-lowshot", "multilabel_embedded-multilabel")
+        for ext in ("png", "pdf"))
+    assert _curves(draw_task(summary, "embedded-multilabel")) == {"maskcluster-tiny": ([5], [33.3], [None])}
     assert main(["plot", "figure1", str(results), "--task", "embedded-lowshot", "--out", str(tmp_path / "x")]) == 2
     assert "error: no classification results for task 'embedded-lowshot'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_family_plots_of_a_knn_only_run(tmp_path):
@@ -97,6 +123,10 @@ def test_family_plots_of_a_knn_only_run(tmp_path):
     r = tmp_path / "runs"
     for setting in ("1img", "2img"):
         _record(r, "dino-tiny", setting, 1, 10.0, task="embedded-lowshot", classifier="knn")
-    assert main(["plot", "families", str(r), "--out", str(tmp_path / "fam")]) == 0
-    assert (tmp_path / "fam" / "classification_embedded-lowshot_knn.png").stat().st_size > 10_000
-    assert not (tmp_path / "fam" / "figure1_embedded-lowshot.png").exists()
+    _, summary = load_summary(r)
+    fam = tmp_path / "fam"
+    assert sorted(family_plots(summary, fam)) == [fam / "classification_embedded-lowshot_knn.pdf",
+                                                  fam / "classification_embedded-lowshot_knn.png"]
+    assert _curves(draw_task(summary, "embedded-lowshot", "knn")) == {"dino-tiny": ([1, 2], [10, 10], [None, None])}
+    with pytest.raises(BadInputError, match="no classification results for task 'embedded-lowshot' and classifier logreg"):
+        draw_task(summary, "embedded-lowshot", "logreg")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -189,20 +190,53 @@ def test_py_model_with_an_adapter(user_module):
         load_model("py:no_such_module_here:make")
 
 
+def _expected_top1(model, record) -> float:
+    """The record's top-1 computed again outside the runner: the 1 % split of the embedded data, the model's
+    features, MSN's per-sample preprocessing and scikit-learn's logistic regression with the same objective
+    (C = 1/λ, no intercept), scored on the evaluation set."""
+    from sklearn.linear_model import LogisticRegression
+
+    from lowshot.benchmark.features import extract_features
+    from lowshot.tasks.classification import LowShotClassification, embedded_data
+    from lowshot.tasks.classifiers import preprocess
+
+    setting = next(s for s in LowShotClassification.settings if s.name == "1percent")
+    data = embedded_data([setting])
+    rows = np.array([data.train.index_of(n) for n in data.splits[("1percent", 1)][0]])
+    transform = model.transform(data.resize, data.crop)
+    feature = record["feature"]
+    x_train = extract_features(model, data.train, rows, transform, [feature], workers=0, progress=False)[feature]
+    x_test = extract_features(model, data.test, np.arange(len(data.test)), transform, [feature], workers=0,
+                              progress=False)[feature]
+    y_train, y_test = np.asarray(data.train.targets)[rows], np.asarray(data.test.targets)
+    assert record["num_train"] == len(rows) and record["num_test"] == len(y_test)
+    clf = LogisticRegression(C=1 / record["hyperparameters"]["lambd"], fit_intercept=False, tol=1e-10,
+                             max_iter=10_000).fit(preprocess(x_train), y_train)
+    return 100 * float(np.mean(clf.predict(preprocess(x_test)) == y_test))
+
+
+@pytest.mark.slow
 def test_bench_writes_records_with_provenance_for_each_source(tmp_path, timm_file, user_module):
     hf_dir, _ = _hf_dir(tmp_path, "dinov2")
     weights, _ = timm_file
-    for model_args, source in [(["--model", "timm:vit_tiny_patch16_224", "--weights-file", str(weights)], "timm"),
-                               (["--model", f"hf:{hf_dir}"], "hf"), (["--model", "py:my_models:make"], "py")]:
-        code, out, err = lowshot(["bench", *model_args, *ONE_SPLIT, "--classifier", "logreg",
-                                  "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")])
+    results = tmp_path / "results"
+    for model_args, source, load in [
+            (["--model", "timm:vit_tiny_patch16_224", "--weights-file", str(weights)], "timm",
+             lambda: load_model("timm:vit_tiny_patch16_224", weights_file=weights)),
+            (["--model", f"hf:{hf_dir}"], "hf", lambda: load_model(f"hf:{hf_dir}")),
+            (["--model", "py:my_models:make"], "py", lambda: load_model("py:my_models:make"))]:
+        argv = ["bench", *model_args, *ONE_SPLIT, "--classifier", "logreg", "--results", str(results),
+                "--cache", str(tmp_path / "cache")]
+        code, out, err = lowshot(argv)
         assert code == 0, err
-        records = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")
-                   if json.loads(p.read_text()).get("model_source") == source]
-        assert len(records) == 1, source
-        r = records[0]
+        paths = [p for p in results.rglob("*.json") if json.loads(p.read_text()).get("model_source") == source]
+        assert len(paths) == 1, source
+        r = json.loads(paths[0].read_text())
         assert r["model"] == model_args[1] and len(r["checkpoint_sha256"]) == 64 and r["method"] == source
-        assert r["metrics"]["top1"] >= 0
-        code, out, _ = lowshot(["bench", *model_args, *ONE_SPLIT, "--classifier", "logreg",
-                                "--results", str(tmp_path / "results"), "--cache", str(tmp_path / "cache")])
-        assert code == 0 and "0 record(s) written" in out and "0 computed" in out  # a rerun computes nothing
+        assert r["chance"]["value"] == 100 / 16 and r["hyperparameters"]["lambd"] == 0.075  # MSN's λ for 1 %
+        assert r["metrics"]["top1"] == pytest.approx(_expected_top1(load(), r), abs=100 / r["num_test"] + 1e-9), \
+            source  # at most one evaluation image decided otherwise by the other solver
+        before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in results.rglob("*.json")}
+        code, out, _ = lowshot(argv)
+        assert code == 0 and {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in results.rglob("*.json")} == before
+        assert "0 record(s) written" in out and "0 computed" in out  # a rerun computes nothing

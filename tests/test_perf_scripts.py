@@ -2,7 +2,11 @@
 measures besides time (agreement, counts, objectives)."""
 from __future__ import annotations
 
+import pytest
+
 from .conftest import DINO_FIXTURE, fixture_heads, require
+
+pytestmark = pytest.mark.slow  # each script runs its measurement end to end, if on small sizes
 
 
 def test_extraction_perf_small(capsys):

@@ -12,12 +12,14 @@ import pandas as pd
 import pytest
 
 from lowshot.benchmark.cli import main
-from lowshot.benchmark.leaderboard import REFERENCE, build, load_reference, load_summary
+from lowshot.benchmark.leaderboard import REFERENCE, load_reference, load_summary
 from lowshot.benchmark.plots import draw_task
 from lowshot.benchmark.records import record_path, write_record
 from lowshot.benchmark.report import render, write_report
 from lowshot.benchmark.transfer_report import draw_transfer
 from lowshot.tasks.registry import declaration
+
+from .test_leaderboard import build  # load_summary + write_tables: what `lowshot leaderboard` writes
 
 ML = "embedded-multilabel"
 

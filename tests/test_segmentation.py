@@ -322,12 +322,41 @@ def test_train_and_eval_features_agree_on_the_embedded_geometry(tmp_path):
 # --------------------------------------------------------------------------- embedded, end to end
 
 
+def _label_pixels(source, indices, num_classes: int) -> np.ndarray:
+    """Labelled pixels per class in the evaluation masks (255 ignored), counted here from the masks."""
+    counts = np.zeros(num_classes, np.int64)
+    for i in indices:
+        mask = np.asarray(source.load_mask(i)).ravel()
+        counts += np.bincount(mask[mask != 255], minlength=num_classes)[:num_classes]
+    return counts
+
+
+def _check_scores_against_the_masks(record, label_pixels):
+    """A record's scores recomputed from its per-class scores and the evaluation masks' class pixel counts: mIoU and
+    mAcc are the means over classes present (rounded per-class values: 1e-3), the pixel accuracy is the per-class
+    accuracies weighted by pixel counts, IoU never exceeds a class's accuracy, and the chance level is the expected
+    mIoU of a uniform guess, computed in closed form."""
+    iou, acc = (np.array([np.nan if v is None else v for v in record[k]]) for k in ("per_class_iou", "per_class_acc"))
+    m = record["metrics"]
+    present = label_pixels > 0
+    assert np.isnan(acc[~present]).all() and not np.isnan(acc[present]).any()
+    assert m["miou"] == pytest.approx(np.nanmean(iou), abs=1e-3) and m["macc"] == pytest.approx(acc[present].mean(), abs=1e-3)
+    assert m["pixel_accuracy"] == pytest.approx((acc[present] * label_pixels[present]).sum() / label_pixels.sum(),
+                                                abs=1e-3)
+    assert (iou[present] <= acc[present] + 1e-3).all()
+    n, c = label_pixels.sum(), len(label_pixels)
+    chance_iou = (label_pixels / c) / (label_pixels + n / c - label_pixels / c)  # every class is predicted: U > 0
+    assert record["chance"]["value"] == pytest.approx(100 * chance_iou.mean(), rel=1e-9)
+
+
 def test_embedded_segmentation_end_to_end_cli(tmp_path, capsys, monkeypatch):
     from lowshot.benchmark.cli import main
     from lowshot.tasks import registry
 
     model_args = fixture_model_args()
     entry = registry.get_task("embedded-seg")
+    test = seg.embedded_data().test
+    label_pixels = _label_pixels(test, range(16), seg.embedded_data().num_classes)
     assert entry.family == "segmentation" and entry.embedded
     assert isinstance(entry.build(registry.TaskOptions()), seg.EmbeddedSegmentation)
     small = dataclasses.replace(entry, options={"train_pool": 100, "test_limit": 16, "steps": 15})
@@ -342,13 +371,15 @@ def test_embedded_segmentation_end_to_end_cli(tmp_path, capsys, monkeypatch):
     assert set(by_key) == {(s.name, seed) for s in seg.LowShotSegmentation.settings for seed in s.seeds}
     for (setting, seed), r in by_key.items():
         assert r["classifier"] == "linear" and r["family"] == "segmentation" and r["main_score"] == "miou"
-        assert 0 <= r["metrics"]["miou"] <= 100 and 0 <= r["metrics"]["pixel_accuracy"] <= 100
+        _check_scores_against_the_masks(r, label_pixels)
         assert r["num_test"] == 16 and len(r["per_class_iou"]) == 17 and r["hyperparameters"]["steps"] == 15
         if setting != "full":
             names = (results / "splits" / "embedded-seg" / f"{setting}-seed{seed}.txt").read_text().split()
             assert len(names) == r["num_train"] == {"1percent": 1, "5percent": 5, "10percent": 10}[setting]
     assert by_key[("full", 1)]["num_train"] == 100
     assert by_key[("full", 1)]["metrics"]["pixel_accuracy"] > 30  # the scenes are mostly background
+    full = by_key[("full", 1)]["metrics"]["miou"]
+    assert full > 2 * by_key[("full", 1)]["chance"]["value"]  # 100 labelled scenes: well above a random guess
     features = sorted(p.name for p in cache.rglob("*.npy"))
     assert len(features) == 2  # one chunk of patch features for the union, one mask array
     out = capsys.readouterr().out

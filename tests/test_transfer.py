@@ -13,7 +13,7 @@ from lowshot.tasks import spectrum
 from lowshot.tasks.datasets import SplitError
 from lowshot.tasks.metrics import mean_per_class_accuracy
 from lowshot.tasks.registry import TASK_GROUPS, TaskOptions, get_task
-from lowshot.tasks.transfer import SHOTS, TRANSFER_DATASETS, transfer_data
+from lowshot.tasks.transfer import SHOTS, TRANSFER_DATASETS, TRANSFER_SETTINGS, transfer_data
 
 from .transfer_fakes import WRITERS, write_all
 
@@ -119,6 +119,7 @@ def _bench(*args):
     return main(["bench", "--model", "random-tiny", "--workers", "0", "--quiet", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_every_fake_through_the_cli_then_a_rerun_computes_nothing(tmp_path, capsys):
     """`--task transfer` over a root holding every fake: one record per (dataset, k, seed, classifier), the
     label-free scores, the mean over the 13 datasets, the figure; a rerun computes no feature and writes nothing."""
@@ -146,15 +147,52 @@ def test_every_fake_through_the_cli_then_a_rerun_computes_nothing(tmp_path, caps
     assert label_free == {(t, c) for t in TASK_GROUPS["transfer"] for c in ("rankme", "alpha-req")}
     mean = (results / "transfer_mean.md").read_text()
     assert "(13/13)" in mean and "(12/13)" not in mean
-    assert (results / "transfer.png").stat().st_size > 10_000
+    assert [ln.removeprefix("figure: ") for ln in first.splitlines() if ln.startswith("figure: ")] == [
+        str(results / "transfer.png"), str(results / "transfer.pdf")]  # the family's one figure, no other
+    _check_drawn_transfer_figure(results, scored)
     assert "transfer-pets label-free rankme mean" in (results / "leaderboard.csv").read_text().splitlines()[0]
     assert "0 computed" not in first
-    mtimes = {r["path"]: r["finished"] for r in records}
+    before, cached = _stamps(results, "*.json"), _stamps(cache, "*")
+    assert len(before) == len(records) and cached
 
     assert _bench("--task", "transfer", "--data-root", root, "--results", results, "--cache", cache) == 0
+    assert _stamps(results, "*.json") == before and _stamps(cache, "*") == cached  # nothing rewritten or added
     again = capsys.readouterr().out
     assert "0 record(s) written" in again and "0 hit(s), 0 computed" in again
-    assert {r["path"]: r["finished"] for r in load_records(results)[0]} == mtimes
+
+
+def _stamps(directory, pattern) -> dict:
+    """{file: (modification time, content)} of the files under `directory`: what a run that writes nothing keeps."""
+    return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(directory.rglob(pattern)) if p.is_file()}
+
+
+def _check_drawn_transfer_figure(results, scored):
+    """The transfer figure's data as drawn, against the records: each task's panel shows each classifier's mean over
+    seeds at every k, the mean panel the mean of those over the 13 datasets."""
+    from lowshot.benchmark.leaderboard import load_summary
+    from lowshot.benchmark.transfer_report import draw_transfer
+
+    x = {s.name: s.x for s in TRANSFER_SETTINGS}
+    per_task = {}
+    for r in scored:
+        per_task.setdefault((r["task"], r["classifier"], r["setting"]), []).append(r["metrics"][r["main_score"]])
+    per_task = {k: np.mean(v) for k, v in per_task.items()}
+    fig = draw_transfer(load_summary(results)[1])
+    panels = [ax for ax in fig.axes if ax.containers]
+    assert len(panels) == 14  # 13 datasets and the mean
+    for ax in panels:
+        title = ax.get_title().split(" (chance")[0]
+        task = f"transfer-{title}" if not title.startswith("mean over") else None
+        assert title == "mean over 13 dataset(s)" or task in TASK_GROUPS["transfer"], title
+        drawn = {c.get_label(): c.lines[0] for c in ax.containers}
+        assert set(drawn) == {"random-tiny logreg", "random-tiny knn"}
+        for classifier in ("logreg", "knn"):
+            order = sorted(x, key=x.get)
+            want = [per_task[(task, classifier, s)] if task else
+                    np.mean([per_task[(t, classifier, s)] for t in TASK_GROUPS["transfer"]]) for s in order]
+            line = drawn[f"random-tiny {classifier}"]
+            assert list(line.get_xdata()) == [x[s] for s in order]
+            assert np.allclose(line.get_ydata(), want, atol=1e-9), (title, classifier)
 
 
 def test_transfer_skips_missing_datasets_by_folder_and_a_named_one_must_exist(tmp_path, capsys):
@@ -178,12 +216,20 @@ def test_a_rerun_skips_and_a_changed_test_image_recomputes_every_record(tmp_path
     n_first = len(load_records(tmp_path / "r")[0])
     assert n_first == 3 * 2 + 2  # 3 seeds x 2 classifiers + RankMe and α-ReQ
     capsys.readouterr()
+    before = _stamps(tmp_path / "r", "*.json")
+    identities = {r["path"]: r["identity"] for r in load_records(tmp_path / "r")[0]}
+    assert len(before) == n_first == len(set(identities.values()))
     assert _bench(*args) == 0
-    assert "0 record(s) written" in capsys.readouterr().out  # the label-free records too
+    assert _stamps(tmp_path / "r", "*.json") == before  # the label-free records too
+    assert "0 record(s) written" in capsys.readouterr().out
     from PIL import Image
     Image.new("RGB", (40, 30), (255, 0, 0)).save(tmp_path / "oxford-iiit-pet" / "images" / "american_bulldog_19.jpg")
     assert _bench(*args) == 0
-    assert f"{n_first} record(s) written" in capsys.readouterr().out  # every record read that test split
+    after = _stamps(tmp_path / "r", "*.json")
+    assert set(after) == set(before)  # the same configurations: each record replaced in place ...
+    assert all(after[p][0] != before[p][0] for p in before)  # ... every one, since every record read that test split
+    assert all(r["identity"] != identities[r["path"]] for r in load_records(tmp_path / "r")[0])  # new images
+    assert f"{n_first} record(s) written" in capsys.readouterr().out
 
 
 def test_the_readme_table_lists_every_transfer_dataset():
