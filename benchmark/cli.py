@@ -1,4 +1,4 @@
-"""The `lowshot` command line: models, tasks, bench, leaderboard, plot, report, pretrain."""
+"""The `lowshot` command line: models, tasks, bench, leaderboard, plot, report, status, pretrain."""
 from __future__ import annotations
 
 import argparse
@@ -60,7 +60,10 @@ def cmd_models(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import distributed
+    from .launch import launch, launcher_requested
 
+    if launcher_requested(args):  # the grid as jobs (or one shard of it); each unit is a `_bench` of its own
+        return launch(args, resolve_models(args.model, args.data_root is None), _check_settings, _bench)
     if not distributed.launched_by_torchrun():
         return _bench(args)
     if not args.extract_only:
@@ -286,6 +289,13 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from .launch import status
+
+    _existing_results(args.results)
+    return status(args.results)
+
+
 def cmd_plot(args) -> int:
     from .leaderboard import load_summary
     from .plots import family_plots, figure1
@@ -369,7 +379,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "required under torchrun, which shards the extraction over its processes")
     b.add_argument("--quiet", action="store_true", help="no progress bars or progress lines (the plan, warnings and "
                    "the results table are still printed)")
-    b.set_defaults(func=cmd_bench)
+    from .launch import add_launch_arguments
+
+    add_launch_arguments(b)
+    b.set_defaults(func=cmd_bench, bench_parser=b)  # a launcher writes these options back for each job
 
     lb = sub.add_parser("leaderboard", help="flatten result records into CSV and Markdown tables", parents=[common])
     lb.add_argument("results", nargs="?", default="results/runs",
@@ -401,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="results directory of `lowshot bench` (default: results/runs)")
     rp.add_argument("--out", help="the HTML file to write (default: RESULTS/report.html)")
     rp.set_defaults(func=cmd_report)
+
+    st = sub.add_parser("status", help="the jobs of a `lowshot bench --launcher slurm` run: done, running, pending, "
+                        "failed (with their logs); the leaderboard and report once all have ended", parents=[common])
+    st.add_argument("results", nargs="?", default="results/runs",
+                    help="results directory of `lowshot bench` (default: results/runs)")
+    st.set_defaults(func=cmd_status)
     return parser
 
 

@@ -109,7 +109,9 @@ TASKS: dict[str, TaskEntry] = {t.name: t for t in [
               "embedded scenes, 1 %, 5 %, 10 % x 3 seeds + full, linear head on patch tokens, mIoU",
               options={"train_pool": EMBEDDED_SCENE_POOL}),
     *[TaskEntry(d.task, protocol_of(d), False, lambda o, s, d=d: transfer_data(d, o.data_root),
-                f"{d.title}, 1/2/4/8/16 img per class x 3 seeds + full, {d.metric} on {d.split}")
+                f"{d.title}, 1/2/4/8/16 img per class x 3 seeds + full, {d.metric} on {d.split}",
+                folder=f"{d.folder}/ ({', '.join(d.markers)})",
+                locate=lambda root, d=d: find_dataset_folder(root, d.title, [d.folder], d.markers))
       for d in TRANSFER_DATASETS.values()],
     TaskEntry("embedded-transfer", LowShotTransfer, True, lambda o, s: embedded_transfer(),
               "embedded texture / colour classes (a second synthetic domain), 1/2/4/8/16 img per class x 3 seeds "
