@@ -20,6 +20,9 @@ __all__ = ["add_launch_arguments", "launcher_requested", "launch"]
 
 
 def launcher_requested(args) -> bool:
+    """Whether `lowshot bench` spreads its grid (--launcher or --shard); launch options that mean nothing for the
+    chosen launcher are an error here, before anything runs."""
+    check_launch_arguments(args)
     return args.launcher != "none" or args.shard is not None
 
 
@@ -29,7 +32,6 @@ def launch(args, models: list[str], check_settings, bench) -> int:
     from .. import distributed
     from ..label_free import SETTING as LABEL_FREE
 
-    check_launch_arguments(args)
     if distributed.launched_by_torchrun():
         raise BadInputError("--launcher and --shard are not for torchrun (which shards one extraction): run them "
                             "without torchrun")
