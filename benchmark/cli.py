@@ -290,10 +290,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .launch import status
+    from .launch import report_status
 
     _existing_results(args.results)
-    return status(args.results)
+    return report_status(args.results)
 
 
 def cmd_plot(args) -> int:

@@ -131,7 +131,7 @@ def _run_slurm(args, units: list[Unit], folder: LaunchFolder) -> int:
         raise
 
 
-def status(results: str) -> int:
+def report_status(results: str) -> int:
     """`lowshot status RESULTS`: the jobs of the last SLURM launch there; once all have ended, the leaderboard and
     the report. 1 when a job failed, else 0."""
     from . import slurm

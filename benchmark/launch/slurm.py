@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import subprocess
 import time
 
@@ -97,6 +98,9 @@ class Executor(submitit.SlurmExecutor):
 
 def submit(jobs: list[UnitJob], args, folder) -> list[str]:
     """One job array of `jobs`; the job id of each."""
+    if shutil.which("sbatch") is None:
+        raise BadInputError("--launcher slurm: sbatch not found on this machine (run it where jobs are submitted, "
+                            "e.g. a login node)")
     gpus = args.gpus_per_job if args.gpus_per_job is not None else (1 if args.device.startswith("cuda") else 0)
     executor = Executor(folder=folder.slurm, max_num_timeout=3)
     parameters = {"job_name": "lowshot-bench", "time": args.time_limit, "cpus_per_task": args.cpus_per_job,
