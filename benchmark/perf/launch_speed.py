@@ -1,7 +1,7 @@
 """Local jobs: wall time of `lowshot bench --launcher local --jobs N` / the same grid in one process.
 
     python -m lowshot.benchmark.perf.launch_speed [--jobs 2] [--repeats 3] [--model dino-tiny --model mae-tiny]
-        [--task embedded-lowshot --task embedded-transfer] [--setting 1img 1shot] [--classifier knn]
+        [--task embedded-lowshot --task embedded-transfer] [--setting 1img 1shot] [--classifier knn] [--small]
 
 Each timed run is a whole `lowshot bench` process started from nothing, with a fresh results directory and
 feature cache (so both compute every feature and record); the two commands alternate (one process, then the
@@ -40,7 +40,10 @@ def main(argv=None) -> dict:
     p.add_argument("--task", action="append")
     p.add_argument("--setting", nargs="+", default=["1img", "1shot"])
     p.add_argument("--classifier", nargs="+", default=["knn"])
+    p.add_argument("--small", action="store_true", help="CI size: one repeat, embedded-transfer only")
     a = p.parse_args(argv)
+    if a.small:
+        a.repeats, a.task, a.setting = 1, a.task or ["embedded-transfer"], ["1shot"]
     grid = [part for m in a.model or ["dino-tiny", "mae-tiny"] for part in ("--model", m)]
     grid += [part for t in a.task or ["embedded-lowshot", "embedded-transfer"] for part in ("--task", t)]
     grid += ["--setting", *a.setting, "--classifier", *a.classifier, "--quiet"]
