@@ -119,6 +119,13 @@ def test_launch_options_that_mean_nothing_here_are_one_line_errors(tmp_path, cap
         assert err.startswith("lowshot bench: error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_status_without_a_launch_says_so(tmp_path, capsys):
+    assert main(["status", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"lowshot status: error: {tmp_path}/launch/jobs.jsonl: no SLURM launch in "
+                                       f"{tmp_path} (`lowshot bench --launcher slurm --results {tmp_path} ...` "
+                                       "writes it)\n")
+
+
 def test_local_slots_pin_one_gpu_or_a_share_of_the_cores(monkeypatch):
     from lowshot.benchmark.launch import local
 
