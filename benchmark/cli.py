@@ -1,4 +1,4 @@
-"""The `lowshot` command line: models, tasks, bench, leaderboard, plot, report, pretrain."""
+"""The `lowshot` command line: models, tasks, bench, leaderboard, plot, report, status, pretrain."""
 from __future__ import annotations
 
 import argparse
@@ -60,7 +60,10 @@ def cmd_models(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import distributed
+    from .launch import launch, launcher_requested
 
+    if launcher_requested(args):  # the grid as jobs (or one shard of it); each unit is a `_bench` of its own
+        return launch(args, resolve_models(args.model, args.data_root is None), _check_settings, _bench)
     if not distributed.launched_by_torchrun():
         return _bench(args)
     if not args.extract_only:
@@ -287,6 +290,13 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from .launch import report_status
+
+    _existing_results(args.results)
+    return report_status(args.results)
+
+
 def cmd_plot(args) -> int:
     from .leaderboard import load_summary
     from .plots import family_plots, figure1
@@ -321,6 +331,8 @@ VERBS = {  # verb -> its help line (ARGUMENTS: the function that declares its op
     "pretrain": "pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
     "plot": "figures from the records: figure1, or every family",
     "report": "one self-contained HTML page: sortable tables, figures, provenance per cell",
+    "status": "the jobs of a `lowshot bench --launcher slurm` run: done, running, pending, failed (with their logs); "
+              "the leaderboard and report once all have ended",
 }
 
 
@@ -396,7 +408,10 @@ def _bench_arguments(b) -> None:
                    "required under torchrun, which shards the extraction over its processes")
     b.add_argument("--quiet", action="store_true", help="no progress bars or progress lines (the plan, warnings and "
                    "the results table are still printed)")
-    b.set_defaults(func=cmd_bench)
+    from .launch import add_launch_arguments
+
+    add_launch_arguments(b)
+    b.set_defaults(func=cmd_bench, bench_parser=b)  # a launcher writes these options back for each job
 
 
 def _leaderboard_arguments(lb) -> None:
@@ -434,9 +449,16 @@ def _report_arguments(rp) -> None:
     rp.set_defaults(func=cmd_report)
 
 
+
+def _status_arguments(st) -> None:
+    st.add_argument("results", nargs="?", default="results/runs",
+                    help="results directory of `lowshot bench` (default: results/runs)")
+    st.set_defaults(func=cmd_status)
+
+
 ARGUMENTS = {"models": _models_arguments, "tasks": _tasks_arguments, "bench": _bench_arguments,
              "leaderboard": _leaderboard_arguments, "pretrain": _pretrain_arguments, "plot": _plot_arguments,
-             "report": _report_arguments}
+             "report": _report_arguments, "status": _status_arguments}
 
 
 @contextlib.contextmanager

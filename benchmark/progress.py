@@ -4,6 +4,7 @@ a pipe, CI), so that a redirected run never becomes one huge carriage-return lin
 `Progress(total, desc, unit)` is a context manager with `update(n)`. On a terminal it is a tqdm bar on stderr; on
 anything else it prints `desc: n/total units (p %), elapsed, ~left` every `interval` seconds (default 30,
 `$LOWSHOT_LOG_INTERVAL`) and once when it closes. `$LOWSHOT_PROGRESS` = `bars`, `log` or `off` forces a mode.
+`note(text)` shows a short status beside the count (a bar's postfix; appended to the log lines).
 `write(line)` prints a line without breaking a bar that is being drawn.
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Progress:
         self.how = "off" if not enabled else (how or mode(self.stream))
         self.interval = log_interval() if interval is None else interval
         self.n, self.start, self.last = 0, time.time(), time.time()
+        self.text = ""
         size = _size()  # a bar's description is shortened to fit the terminal; a log line says it whole
         self.bar = tqdm(total=self.total, desc=fitted(desc, size["ncols"]), unit=unit, file=self.stream, leave=leave,
                         **size) if self.how == "bars" else None
@@ -88,6 +90,11 @@ class Progress:
         elif self.how == "log" and time.time() - self.last >= self.interval and self.n < self.total:
             self._line()
 
+    def note(self, text: str) -> None:
+        self.text = text
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+
     def _line(self, done: bool = False) -> None:
         elapsed = time.time() - self.start
         self.last = time.time()
@@ -98,7 +105,7 @@ class Progress:
             left = elapsed / self.n * (self.total - self.n) if self.n else None
             text = (f"{self.desc}: {self.n}/{self.total} {self.unit}{share}, {_seconds(elapsed)}"
                     + (f", ~{_seconds(left)} left" if left is not None else ""))
-        print(text, file=self.stream, flush=True)
+        print(text + (f"; {self.text}" if self.text else ""), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

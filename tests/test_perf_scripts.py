@@ -47,3 +47,12 @@ def test_classifier_perf_small(capsys):
         assert abs(out["ours"][1] - out[other][1]) <= 1e-4 * out[other][1], other
         assert abs(out["ours"][2] - out[other][2]) <= 0.01, other
     assert "ours/scikit-learn: time x" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_launch_perf_small(capsys):
+    from lowshot.benchmark.perf.launch_speed import main
+
+    out = main(["--small"])  # 2 models x 1 task, one process then --jobs 2; it checks they write the same records
+    assert len(out["ratios"]) == 1 and all(t > 0 for t in out["single"] + out["jobs"])
+    assert "ratio --jobs 2 / one process" in capsys.readouterr().out

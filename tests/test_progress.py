@@ -87,7 +87,7 @@ def test_every_verb_in_the_help_and_every_option_explained(capsys):
         parser.parse_args(["--help"])
     text = capsys.readouterr().out
     verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(verbs.choices) == {"models", "tasks", "bench", "leaderboard", "plot", "report", "pretrain"}
+    assert set(verbs.choices) == {"models", "tasks", "bench", "leaderboard", "plot", "report", "status", "pretrain"}
     helps = {c.dest: c.help for c in verbs._choices_actions}
     for verb, sub in verbs.choices.items():
         assert verb in text and helps[verb] and helps[verb][:30] in " ".join(text.split())
