@@ -41,8 +41,6 @@ def select_lambda(X: Any, y: Any, lambdas, n_folds: int = 3, seed: int = 0, mult
         returned, with a ``UserWarning`` saying so and NaN scores;
       * multilabel: shuffled folds over samples (``mask`` respected in fitting and scoring).
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
-
     lambdas = [float(l) for l in lambdas]
     if not lambdas:
         raise ValueError("lambdas is empty")
@@ -53,25 +51,15 @@ def select_lambda(X: Any, y: Any, lambdas, n_folds: int = 3, seed: int = 0, mult
         raise ValueError(f"need n_folds >= 2 and at least n_folds samples (n={n}, n_folds={n_folds})")
     mask_np = None if mask is None else to_numpy(mask).astype(bool)
 
-    if multilabel:
-        splits = list(KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
-    else:
+    splits = cv_splits(y_np, n_folds, seed, multilabel)
+    if not splits:
+        warnings.warn(
+            f"select_lambda: no held-out sample has its class in the training part of any fold (min "
+            f"{np.unique(y_np, return_counts=True)[1].min()} sample(s) per class); cannot cross-validate, "
+            f"returning the default lambda {default:g}", UserWarning, stacklevel=2)
+        return default, {l: float("nan") for l in lambdas}
+    if not multilabel:
         y_np = y_np.reshape(-1)
-        _, counts = np.unique(y_np, return_counts=True)
-        if counts.min() >= n_folds:
-            splits = list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), y_np))
-        else:
-            splits = []
-            for tr, te in KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)):
-                te = te[np.isin(y_np[te], y_np[tr])]
-                if len(te) and len(np.unique(y_np[tr])) >= 2:
-                    splits.append((tr, te))
-            if not splits:
-                warnings.warn(
-                    f"select_lambda: no held-out sample has its class in the training part of any "
-                    f"fold (min {counts.min()} sample(s) per class); cannot cross-validate, "
-                    f"returning the default lambda {default:g}", UserWarning, stacklevel=2)
-                return default, {l: float("nan") for l in lambdas}
 
     n_classes = y_np.shape[1] if multilabel else len(np.unique(y_np))
     probe = LogisticRegression(multilabel=multilabel, **fit_kwargs)
@@ -88,6 +76,25 @@ def select_lambda(X: Any, y: Any, lambdas, n_folds: int = 3, seed: int = 0, mult
     return _best(scores), scores
 
 
+def cv_splits(y: np.ndarray, n_folds: int, seed: int, multilabel: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (training rows, held-out rows) of each fold (see :func:`select_lambda`); [] when no held-out sample
+    can be scored."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    n = y.shape[0]
+    if multilabel:
+        return list(KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)))
+    y = y.reshape(-1)
+    if np.unique(y, return_counts=True)[1].min() >= n_folds:
+        return list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n), y))
+    splits = []
+    for tr, te in KFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(n)):
+        te = te[np.isin(y[te], y[tr])]
+        if len(te) and len(np.unique(y[tr])) >= 2:
+            splits.append((tr, te))
+    return splits
+
+
 def _best(scores: dict) -> float:
     return max(scores, key=lambda l: (-math.inf if math.isnan(scores[l]) else scores[l], l))
 
@@ -99,9 +106,9 @@ def _past_the_edge(scores: dict) -> tuple[float, float] | None:
     if math.isnan(scores[best]) or len(ordered) < 2:
         return None
     if best == ordered[0]:
-        return best / 10, best
+        return float(f"{best / 10:.6g}"), best      # 2.5e-07, not 2.5000000000000004e-07
     if best == ordered[-1] and all(scores[l] < scores[best] for l in ordered[:-1]):
-        return best * 10, best
+        return float(f"{best * 10:.6g}"), best
     return None
 
 
