@@ -173,7 +173,7 @@ class BatchedFolds:
             W = torch.zeros(d, len(problems), c, dtype=f64, device=dev)
         else:
             W = torch.cat([self.solutions[warm_from]] * len(lambdas), dim=1).clone()
-        with threads_for(n * d * c * len(problems), dev):
+        with threads_for(n * d * c, dev):   # the per-problem size: the batch's [N, K, C] operations are as small
             self.info += newton_cg(self.X, W, batch_losses(self.targets, weights, present), regs,
                                    self.probe.tol, self.probe.max_iter)
             out = {}
