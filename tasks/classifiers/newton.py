@@ -108,8 +108,10 @@ def newton_cg(X: torch.Tensor, W: torch.Tensor, losses, regs: torch.Tensor, tol:
     def matmul(A: torch.Tensor) -> torch.Tensor:                   # [D, k, C] -> [N, k, C]
         return (X @ A.reshape(d, -1)).view(n, -1, c)
 
-    def matmul_t(B: torch.Tensor, Xt=X) -> torch.Tensor:          # [N, k, C] -> [D, k, C]
-        return (Xt.T @ B.reshape(n, -1)).view(d, -1, c)
+    XT = X.T.contiguous()
+
+    def matmul_t(B: torch.Tensor) -> torch.Tensor:                 # [N, k, C] -> [D, k, C]
+        return (XT @ B.reshape(n, -1)).view(d, -1, c)
 
     zero = torch.zeros(n, k_all, c, dtype=X.dtype, device=X.device)
     g0 = _per_problem(matmul_t(losses.gradient(zero)[1]), "max")
@@ -140,10 +142,11 @@ def newton_cg(X: torch.Tensor, W: torch.Tensor, losses, regs: torch.Tensor, tol:
         Z, G, curv, f, rel = Z[:, keep], G[:, keep], curv[:, keep], f[keep], rel[keep]
 
         # the Newton direction: H D = -G by preconditioned conjugate gradients, batched, each to its own residual
-        def hess(V):
-            return matmul_t(loss_a.hessian_logits(curv, matmul(V))).add_(V * reg_a[None, :, None])
+        def hess(V, idx):   # for the problems idx of the active ones
+            return matmul_t(loss_a.select(idx).hessian_logits(curv[:, idx], matmul(V))).add_(
+                V * reg_a[None, idx, None])
 
-        precond = matmul_t(loss_a.hessian_diagonal(curv), X2).add_(reg_a[None, :, None])
+        precond = (X2.T @ loss_a.hessian_diagonal(curv).reshape(n, -1)).view(d, -1, c).add_(reg_a[None, :, None])
         D, cg_matmuls = _conjugate_gradients(hess, -G, precond, rel.sqrt().clamp(max=0.5), max_cg)
         ZD = matmul(D)
         _count(info, act, cg_matmuls + 2)   # the preconditioner's product with X² and X D
@@ -177,28 +180,33 @@ def _count(info: list[dict], act: torch.Tensor, matmuls: int) -> None:
 
 
 def _conjugate_gradients(hess, B: torch.Tensor, precond: torch.Tensor, eta: torch.Tensor, max_iter: int):
-    """Solve hess(X) = B for each problem (the middle axis of [D, K, C]) with Jacobi-preconditioned CG, stopping
-    problem k when its residual is below eta_k ||B_k||; returns (X, number of matmuls)."""
+    """Solve hess(X, idx) = B for each problem (the middle axis of [D, K, C]) with Jacobi-preconditioned CG,
+    stopping problem k when its residual is below eta_k ||B_k||; returns (X, number of matmuls). The problems
+    still running are compacted, so a product with X is as wide as they are."""
     Xs = torch.zeros_like(B)
+    run = torch.arange(B.shape[1], device=B.device)
     R = B.clone()
     Zp = R / precond
     P = Zp.clone()
     rz = _per_problem(R * Zp)
     target = eta * _per_problem(B * B).sqrt()
-    running = torch.ones_like(eta, dtype=torch.bool)
+    tiny = torch.finfo(B.dtype).tiny
     matmuls = 0
     for _ in range(max_iter):
-        HP = hess(P)
+        HP = hess(P, run)
         matmuls += 2
         php = _per_problem(P * HP)
-        alpha = torch.where(running & (php > 0), rz / php.clamp_min(torch.finfo(B.dtype).tiny), 0.0)
-        Xs.add_(P * alpha[None, :, None])
+        alpha = torch.where(php > 0, rz / php.clamp_min(tiny), 0.0)
+        Xs[:, run] += P * alpha[None, :, None]
         R.sub_(HP * alpha[None, :, None])
-        running &= (_per_problem(R * R).sqrt() > target) & (php > 0)
-        if not bool(running.any()):
-            break
+        going = (_per_problem(R * R).sqrt() > target) & (php > 0)
+        if not bool(going.all()):
+            if not bool(going.any()):
+                break
+            run, R, P, rz, target = run[going], R[:, going], P[:, going], rz[going], target[going]
+            precond = precond[:, going]
         Zp = R / precond
         rz_new = _per_problem(R * Zp)
-        P = Zp + P * (rz_new / rz.clamp_min(torch.finfo(B.dtype).tiny))[None, :, None]
+        P = Zp + P * (rz_new / rz.clamp_min(tiny))[None, :, None]
         rz = rz_new
     return Xs, matmuls
