@@ -284,6 +284,7 @@ def main(argv=None) -> dict:
                f"{int(np.max(sk.n_iter_))} it")
 
     ours = results["ours"]
+    print(f"one fit / floor: {ours[0] / matmul_floor(clf, Xtr, args.device):.3g}")
     for other in ("cyanure", "scikit-learn"):
         if other in results:
             o = results[other]
