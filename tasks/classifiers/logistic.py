@@ -79,7 +79,10 @@ class LogisticRegression:
     minimiser, so column c is exactly a binary logistic regression on its unmasked samples with
     penalty (λ/N_c)/2 ||w_c||² -- cyanure's one-vs-rest ``loss="logistic"`` per class.
 
-    Solver: full-batch L-BFGS in torch (float32 by default, ``dtype=torch.float64`` optional; CPU
+    Solver (``solver="auto"``): problems with N · D · classes <= ``NEWTON_MAX_SIZE`` (the few-shot ones) by
+    Newton-CG in float64 (:mod:`.newton`; nearly separable and badly conditioned, L-BFGS may stop at max_iter on
+    them, Newton reaches the tolerance in tens of iterations), larger ones by L-BFGS; ``"newton"`` or ``"lbfgs"``
+    forces one. L-BFGS: full-batch in torch (float32 by default, ``dtype=torch.float64`` optional; CPU
     or CUDA), started from W = 0, with the loss and gradient computed by hand (no autograd). Since
     the model is linear, the line search moves along precomputed logits Z + t·X D, so an iteration
     costs two [N, D] x [D, C] matmuls plus a few cheap passes over the [N, C] logits. Memory: three
@@ -103,7 +106,7 @@ class LogisticRegression:
     for tighter fits.
 
     ``device``: None = the device of a torch ``X``, else CPU; "cuda" raises if CUDA is absent.
-    ``history_size``: number of L-BFGS curvature pairs kept.
+    ``history_size``: number of L-BFGS curvature pairs kept. ``solver_`` after ``fit``: "newton-cg" or "lbfgs".
 
     After ``fit``: ``coef_`` [D, C] (numpy, like cyanure's ``coef_``), ``classes_``, ``n_iter_``
     (L-BFGS iterations), ``n_matmul_`` ([N, D] x [D, C] products, the cost unit), ``grad_norm_``
