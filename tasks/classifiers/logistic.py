@@ -30,7 +30,7 @@ DEFAULT_LAMBDA = 0.0025
 
 #: Largest problem (N · D · classes) that ``solver="auto"`` fits by Newton-CG in float64: the few-shot problems,
 #: small and badly conditioned, where L-BFGS may stop at max_iter; larger ones are fit by float32 L-BFGS.
-NEWTON_MAX_SIZE = 1 << 22
+NEWTON_MAX_SIZE = 1 << 24
 SOLVERS = ("auto", "newton", "lbfgs")
 
 
