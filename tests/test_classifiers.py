@@ -330,8 +330,20 @@ def test_select_lambda_uses_only_training_folds(monkeypatch):
         return orig(self, Xf, yf, mask=mask)
 
     monkeypatch.setattr(LogisticRegression, "fit", spy)
-    select_lambda(X, y, [0.01, 1.0], n_folds=3)
+    select_lambda(X, y, [0.01, 1.0], n_folds=3, solver="lbfgs")  # one fit per (λ, fold)
     assert len(seen) == 6 and max(seen) <= len(X) * 2 // 3 + 1
+
+    from lowshot.tasks.classifiers import selection
+
+    batched, orig_solve = [], selection.newton_cg
+
+    def spy_batch(X64, W, losses, regs, *args):
+        batched.append((losses.weights > 0).sum(0).tolist())  # training rows of each problem
+        return orig_solve(X64, W, losses, regs, *args)
+
+    monkeypatch.setattr(selection, "newton_cg", spy_batch)
+    select_lambda(X, y, [0.01, 1.0], n_folds=3)  # one batched solve of the 6 problems
+    assert len(batched) == 1 and len(batched[0]) == 6 and max(batched[0]) <= len(X) * 2 // 3 + 1
 
 
 def test_select_lambda_low_shot_fallbacks():

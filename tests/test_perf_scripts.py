@@ -3,6 +3,7 @@ measures besides time (agreement, counts, objectives)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from .conftest import DINO_FIXTURE, fixture_heads, require
 
@@ -56,3 +57,22 @@ def test_launch_perf_small(capsys):
     out = main(["--small"])  # 2 models x 1 task, one process then --jobs 2; it checks they write the same records
     assert len(out["ratios"]) == 1 and all(t > 0 for t in out["single"] + out["jobs"])
     assert "ratio --jobs 2 / one process" in capsys.readouterr().out
+
+
+def test_classifier_perf_grid_prints_its_ratios(capsys):
+    from lowshot.benchmark.perf.classifier_speed import main
+
+    ratios = main(["--grid", "--n", "60", "--dim", "32", "--repeats", "1"])  # the batched scores equal separate fits'
+    assert set(ratios) == {"one fit / floor", "grid in one solve / one fit", "grid in one solve / separate fits",
+                           "grid in one solve / separate L-BFGS fits", "scikit-learn / one fit, same objective"}
+    out = capsys.readouterr().out
+    assert all(f"{name}: " in out for name in ratios) and all(r > 0 for r in ratios.values())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_classifier_perf_on_cuda_without_cuda_is_one_line(capsys):
+    from lowshot.benchmark.perf.classifier_speed import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--grid", "--device", "cuda"])
+    assert exit_.value.code == 2 and "CUDA is not available" in capsys.readouterr().err

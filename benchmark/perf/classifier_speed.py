@@ -2,6 +2,13 @@
 
     python -m lowshot.benchmark.perf.classifier_speed            # 1 %-ImageNet shape: 12811 x 384, 1000 classes
     python -m lowshot.benchmark.perf.classifier_speed --small    # 2000 x 128, 100 classes (CI-sized, < 1 min)
+    python -m lowshot.benchmark.perf.classifier_speed --grid     # 16 shots: 160 x 384, 10 classes, 5 λ x 3 folds
+
+``--grid`` times the cross-validation of λ on a few-shot problem (features with a decaying spectrum, like a
+backbone's): the 15 (λ, fold) problems in one batched solve against one fit, against 15 separate fits (the
+default solver) and against 15 separate L-BFGS fits (how every fit was solved before), and prints one
+``name: ratio`` line each, the time of one fit against its matmul floor (its products with X, timed alone)
+included. Medians of ``--repeats`` runs.
 
 Random features shaped like a low-shot linear probe (Gaussian class means + isotropic noise,
 preprocessed per sample: centred, unit norm) and a held-out set from the same distribution. All
@@ -36,7 +43,14 @@ import warnings
 import numpy as np
 import torch
 
+from lowshot.benchmark.perf.timing import sync
+
 from lowshot.tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
+from lowshot.tasks.classifiers.selection import BatchedFolds, SeparateFolds, cv_splits
+from lowshot.tasks.classifiers.solver import threads_for
+
+#: the λ grid the transfer family cross-validates
+GRID = (0.00025, 0.0025, 0.025, 0.25, 2.5)
 
 
 def make_features(n: int, dim: int, classes: int, n_test: int, noise: float, seed: int = 0):
@@ -52,6 +66,82 @@ def make_features(n: int, dim: int, classes: int, n_test: int, noise: float, see
     Xtr, ytr = draw(n)
     Xte, yte = draw(n_test)
     return Xtr, ytr, Xte, yte
+
+
+def spectrum_features(n: int, dim: int, classes: int, noise: float = 3.0, decay: float = 1.0, seed: int = 0):
+    """Few-shot features with a decaying spectrum (feature j scaled by j^-decay, like a backbone's few strong
+    directions and long tail), preprocessed; n // classes images of every class."""
+    rng = np.random.default_rng(seed)
+    means = rng.standard_normal((classes, dim))
+    y = np.arange(n) % classes
+    X = (means[y] + noise * rng.standard_normal((n, dim))) * np.arange(1, dim + 1) ** -decay
+    return preprocess(X.astype(np.float32)), y
+
+
+def _median_seconds(fn, device: str, repeats: int) -> tuple[float, object]:
+    out, times = None, []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        out = fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), out
+
+
+def matmul_floor(fit: LogisticRegression, X: np.ndarray, device: str, repeats: int = 5) -> float:
+    """Seconds of the fit's products with X alone: n_matmul x the mean of one X W and one X^T R, in the fit's
+    working dtype (float64 for Newton-CG), on its device."""
+    dtype = torch.float64 if fit.precision_.endswith("float64") and fit.solver_ == "newton-cg" else fit.dtype
+    Xt = torch.as_tensor(X, dtype=dtype, device=device)
+    W = torch.randn(Xt.shape[1], len(fit.classes_), dtype=dtype, device=device)
+    R = torch.randn(Xt.shape[0], len(fit.classes_), dtype=dtype, device=device)
+    with threads_for(Xt.numel() * W.shape[1], Xt.device):   # the threads the fit ran on
+        forward = _median_seconds(lambda: Xt @ W, device, repeats)[0]
+        backward = _median_seconds(lambda: Xt.T @ R, device, repeats)[0]
+    return fit.n_matmul_ * (forward + backward) / 2
+
+
+def grid_ratios(X: np.ndarray, y: np.ndarray, lambd: float, device: str, repeats: int) -> dict:
+    """{name: ratio} of the λ grid's cross-validation (5 λ x 3 folds) against one fit and separate fits."""
+    splits = cv_splits(y, 3, 0, False)
+    quiet = warnings.catch_warnings()
+    with quiet:
+        warnings.simplefilter("ignore", RuntimeWarning)
+        one_s, one = _median_seconds(lambda: LogisticRegression(lambd=lambd, device=device).fit(X, y), device, repeats)
+        probe = LogisticRegression(device=device)
+        batched_s, batched = _median_seconds(
+            lambda: BatchedFolds(X, y, None, splits, False, probe).scores(GRID), device, repeats)
+        separate_s, separate = _median_seconds(
+            lambda: SeparateFolds(X, y, None, splits, False, {"device": device}).scores(GRID), device, repeats)
+        lbfgs_s, _ = _median_seconds(lambda: SeparateFolds(X, y, None, splits, False, {
+            "device": device, "solver": "lbfgs"}).scores(GRID), device, max(1, repeats // 2))
+    assert batched == separate, (batched, separate)  # the same scores, hence the same λ
+    floor = matmul_floor(one, X, device)
+    print(f"one fit: {one_s:.3f} s ({one.solver_}, {one.n_iter_} it, {one.n_matmul_} matmuls, {one.stop_reason_}), "
+          f"its matmuls alone {floor:.4f} s; grid in one solve {batched_s:.3f} s, 15 separate fits {separate_s:.3f} s, "
+          f"15 separate L-BFGS fits {lbfgs_s:.3f} s")
+    return {"one fit / floor": one_s / floor, "grid in one solve / one fit": batched_s / one_s,
+            "grid in one solve / separate fits": batched_s / separate_s,
+            "grid in one solve / separate L-BFGS fits": batched_s / lbfgs_s}
+
+
+def sklearn_ratio(X: np.ndarray, y: np.ndarray, lambd: float, device: str, repeats: int) -> float:
+    """scikit-learn lbfgs time / ours for the same fit, scikit-learn's tol tightened until its objective is within
+    1e-6 (relative) of ours."""
+    from sklearn.linear_model import LogisticRegression as SkLR
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours_s, ours = _median_seconds(lambda: LogisticRegression(lambd=lambd, device=device).fit(X, y), device,
+                                       repeats)
+        target = objective(ours.coef_, X, y, lambd)
+        for tol in (1e-4, 1e-6, 1e-8, 1e-10):
+            sk_s, sk = _median_seconds(lambda: SkLR(C=1.0 / lambd, fit_intercept=False, tol=tol,
+                                                    max_iter=100_000).fit(X, y), "cpu", repeats)
+            if objective(sk.coef_.T, X, y, lambd) <= target * (1 + 1e-6):
+                break
+    return sk_s / ours_s
 
 
 def objective(W: np.ndarray, X: np.ndarray, y: np.ndarray, lambd: float) -> float:
@@ -106,9 +196,10 @@ def run_cyanure(Xtr, ytr, lambd, timeout):
 def main(argv=None) -> dict:
     """Returns {solver: (seconds, objective, held-out accuracy)} for the solvers that ran."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=12811, help="training samples (1 %% ImageNet: 12811)")
+    p.add_argument("--n", type=int, default=None, help="training samples (1 %% ImageNet: 12811; --grid: 160)")
     p.add_argument("--dim", type=int, default=384, help="feature dimension (ViT-S: 384)")
-    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--classes", type=int, default=None, help="1000; --grid: 10")
+    p.add_argument("--grid", action="store_true", help="the λ grid's cross-validation in one solve (see above)")
     p.add_argument("--n-test", type=int, default=10000, help="held-out samples")
     p.add_argument("--noise", type=float, default=None,
                    help="noise / class-mean scale (default 3.5, --small: 3.0; ~60-65 %% held-out)")
@@ -123,6 +214,21 @@ def main(argv=None) -> dict:
     p.add_argument("--sklearn-max-iter", type=int, default=10000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("classifier_speed: --device cuda: CUDA is not available on this machine", file=sys.stderr)
+        raise SystemExit(2)
+    if args.grid:
+        X, y = spectrum_features(args.n or 160, args.dim, args.classes or 10, seed=args.seed)
+        print(f"features: {X.shape}, {args.classes or 10} classes, λ grid {GRID} x 3 folds, device {args.device}, "
+              f"torch threads {torch.get_num_threads()}, median of {max(1, args.repeats)} runs")
+        ratios = grid_ratios(X, y, args.lambd, args.device, max(1, args.repeats))
+        if not args.skip_sklearn:
+            ratios["scikit-learn / one fit, same objective"] = sklearn_ratio(X, y, args.lambd, args.device,
+                                                                              max(1, args.repeats))
+        for name, ratio in ratios.items():
+            print(f"{name}: {ratio:.3g}")
+        return ratios
+    args.n, args.classes = args.n or 12811, args.classes or 1000
     if args.small:
         args.n, args.dim, args.classes, args.n_test = 2000, 128, 100, 2000
     if args.noise is None:
@@ -178,6 +284,7 @@ def main(argv=None) -> dict:
                f"{int(np.max(sk.n_iter_))} it")
 
     ours = results["ours"]
+    print(f"one fit / floor: {ours[0] / matmul_floor(clf, Xtr, args.device):.3g}")
     for other in ("cyanure", "scikit-learn"):
         if other in results:
             o = results[other]

@@ -21,11 +21,17 @@ import torch
 
 from ..metrics import mean_average_precision
 from .arrays import check_2d, like_input, resolve_device, to_numpy, to_tensor
+from .newton import SigmoidLosses, SoftmaxLosses, newton_cg
 from .solver import lbfgs_linear, sigmoid_bce_, softmax_ce_, threads_for
 
 #: Default λ (the total penalty, before the division by N that MSN applies): MSN's README value for 1/2/5 images
 #: per class, the fallback wherever λ cannot be cross-validated.
 DEFAULT_LAMBDA = 0.0025
+
+#: Largest problem (N · D · classes) that ``solver="auto"`` fits by Newton-CG in float64: the few-shot problems,
+#: small and badly conditioned, where L-BFGS may stop at max_iter; larger ones are fit by float32 L-BFGS.
+NEWTON_MAX_SIZE = 1 << 24
+SOLVERS = ("auto", "newton", "lbfgs")
 
 
 def preprocess(X: Any) -> Any:
@@ -73,7 +79,10 @@ class LogisticRegression:
     minimiser, so column c is exactly a binary logistic regression on its unmasked samples with
     penalty (λ/N_c)/2 ||w_c||² -- cyanure's one-vs-rest ``loss="logistic"`` per class.
 
-    Solver: full-batch L-BFGS in torch (float32 by default, ``dtype=torch.float64`` optional; CPU
+    Solver (``solver="auto"``): problems with N · D · classes <= ``NEWTON_MAX_SIZE`` (the few-shot ones) by
+    Newton-CG in float64 (:mod:`.newton`; nearly separable and badly conditioned, L-BFGS may stop at max_iter on
+    them, Newton reaches the tolerance in tens of iterations), larger ones by L-BFGS; ``"newton"`` or ``"lbfgs"``
+    forces one. L-BFGS: full-batch in torch (float32 by default, ``dtype=torch.float64`` optional; CPU
     or CUDA), started from W = 0, with the loss and gradient computed by hand (no autograd). Since
     the model is linear, the line search moves along precomputed logits Z + t·X D, so an iteration
     costs two [N, D] x [D, C] matmuls plus a few cheap passes over the [N, C] logits. Memory: three
@@ -97,7 +106,7 @@ class LogisticRegression:
     for tighter fits.
 
     ``device``: None = the device of a torch ``X``, else CPU; "cuda" raises if CUDA is absent.
-    ``history_size``: number of L-BFGS curvature pairs kept.
+    ``history_size``: number of L-BFGS curvature pairs kept. ``solver_`` after ``fit``: "newton-cg" or "lbfgs".
 
     After ``fit``: ``coef_`` [D, C] (numpy, like cyanure's ``coef_``), ``classes_``, ``n_iter_``
     (L-BFGS iterations), ``n_matmul_`` ([N, D] x [D, C] products, the cost unit), ``grad_norm_``
@@ -108,7 +117,10 @@ class LogisticRegression:
 
     def __init__(self, lambd: float = DEFAULT_LAMBDA, max_iter: int = 1000, tol: float = 1e-6,
                  device: Any = None, multilabel: bool = False, dtype: torch.dtype = torch.float32,
-                 history_size: int = 20):
+                 history_size: int = 20, solver: str = "auto"):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        self.solver = solver
         self.lambd = lambd
         self.max_iter = max_iter
         self.tol = tol
@@ -136,7 +148,10 @@ class LogisticRegression:
         if n == 0:
             raise ValueError("cannot fit on 0 samples")
         reg = self.lambd / n
-        loss_fn, g0 = self._problem(Xt, y, mask, self.dtype)
+        loss_fn, g0, targets = self._problem(Xt, y, mask, self.dtype)
+        if self.uses_newton(n, d, len(self.classes_)):
+            self._fit_newton(Xt, targets, reg)
+            return self._finish()
         W = torch.zeros(d, len(self.classes_), dtype=self.dtype, device=dev)
         with threads_for(Xt.numel() * W.shape[1], Xt.device):
             info = lbfgs_linear(Xt, W, loss_fn, reg, self.tol, g0, self.max_iter, self.history_size)
@@ -144,14 +159,35 @@ class LogisticRegression:
             if info["status"] == "no_progress" and self.dtype != torch.float64:
                 # float32 cannot measure a further decrease: go on in float64 from where it stopped
                 X64, W64 = Xt.double(), W.double()
-                loss64, _ = self._problem(X64, y, mask, torch.float64)
+                loss64 = self._problem(X64, y, mask, torch.float64)[0]
                 more = lbfgs_linear(X64, W64, loss64, reg, self.tol, g0, max(1, self.max_iter - info["n_iter"]),
                                     self.history_size)
                 info = {**more, "n_iter": info["n_iter"] + more["n_iter"],
                         "n_matmul": info["n_matmul"] + more["n_matmul"]}
                 W, self.precision_ = W64, f"{self.precision_}, then float64"
+        self._set_solution(W, {**info, "initial_grad_norm": g0}, "lbfgs")
+        return self._finish()
+
+    def uses_newton(self, n: int, d: int, n_classes: int) -> bool:
+        """Whether a fit of n x d features and `n_classes` classes runs Newton-CG (float64) rather than L-BFGS."""
+        return self.solver == "newton" or (self.solver == "auto" and n * d * n_classes <= NEWTON_MAX_SIZE)
+
+    def _fit_newton(self, Xt: torch.Tensor, targets: tuple, reg: float) -> None:
+        X64 = Xt.double()
+        n, c = X64.shape[0], len(self.classes_)
+        losses = batch_losses(targets, torch.full((n, 1), 1.0 / n, dtype=torch.float64, device=X64.device))
+        W = torch.zeros(X64.shape[1], 1, c, dtype=torch.float64, device=X64.device)
+        with threads_for(X64.numel() * c, X64.device):
+            info = newton_cg(X64, W, losses, torch.tensor([reg], dtype=torch.float64, device=X64.device),
+                             self.tol, self.max_iter)[0]
+        self.precision_ = "float64"
+        self._set_solution(W[:, 0], info, "newton-cg")
+
+    def _set_solution(self, W: torch.Tensor, info: dict, solver: str) -> None:
+        g0 = info["initial_grad_norm"]
         self._W = W
         self.coef_ = W.cpu().numpy()
+        self.solver_ = solver
         self.n_iter_ = info["n_iter"]
         self.n_matmul_ = info["n_matmul"]
         self.objective_ = info["objective"]
@@ -160,17 +196,20 @@ class LogisticRegression:
         self.rel_grad_norm_ = self.grad_norm_ / g0 if g0 > 0 else 0.0
         self.stop_reason_ = info["status"]
         self.converged_ = info["status"] == "converged"
+
+    def _finish(self) -> "LogisticRegression":
         if not self.converged_:
             why = {"max_iter": "max_iter reached",
                    "no_progress": "no further decrease possible at this floating-point precision"}
             warnings.warn(
                 f"LogisticRegression did not converge: stopped after {self.n_iter_} iterations with "
                 f"relative gradient norm {self.rel_grad_norm_:.2e} > tol={self.tol:g} "
-                f"({why[self.stop_reason_]})", RuntimeWarning, stacklevel=2)
+                f"({why[self.stop_reason_]})", RuntimeWarning, stacklevel=3)
         return self
 
     def _problem(self, Xt: torch.Tensor, y: Any, mask: Any, dtype: torch.dtype):
-        """(loss function on logits, ||∇F(0)||_∞) of the fit in `dtype`; sets ``classes_``."""
+        """(loss function on logits, ||∇F(0)||_∞, targets for :func:`batch_losses`) of the fit in `dtype`; sets
+        ``classes_``."""
         n, d = Xt.shape
         dev = Xt.device
         if self.multilabel:
@@ -196,6 +235,7 @@ class LogisticRegression:
             # at W = 0 every sigmoid is 1/2: ∇F(0) = X^T (m ⊙ (1/2 - Y)) / N
             R0 = 0.5 - Y if M is None else M * (0.5 - Y)
             grad0 = Xt.T @ R0 / n
+            targets = ("sigmoid", S, M)
         else:
             if mask is not None:
                 raise ValueError("mask is only supported with multilabel=True")
@@ -216,13 +256,14 @@ class LogisticRegression:
             # however small the problem (torch 2.14), which dominated the many small fits of k-shot CV
             class_sums = torch.zeros(n_cls, d, dtype=dtype, device=dev).index_put_((y_t,), Xt, accumulate=True)
             grad0 = (Xt.sum(dim=0)[:, None] / n_cls - class_sums.T) / n
-        return loss_fn, float(grad0.abs().max())
+            targets = ("softmax", y_t, n_cls)
+        return loss_fn, float(grad0.abs().max()), targets
 
     def convergence_info(self) -> dict:
         """Convergence record for result files (plain Python types)."""
         self._check_fitted()
         return {
-            "solver": "lbfgs",
+            "solver": self.solver_,
             "n_iter": self.n_iter_,
             "n_matmul": self.n_matmul_,
             "stop_reason": self.stop_reason_,
@@ -248,7 +289,8 @@ class LogisticRegression:
         Xt = to_tensor(X, self._W.device, self._W.dtype)
         if Xt.shape[1] != self._W.shape[0]:
             raise ValueError(f"X has {Xt.shape[1]} features, the model was fit on {self._W.shape[0]}")
-        return Xt @ self._W
+        with threads_for(Xt.numel() * self._W.shape[1], Xt.device):
+            return Xt @ self._W
 
     def decision_function(self, X: Any) -> Any:
         """Logits [N, C]."""
@@ -272,10 +314,28 @@ class LogisticRegression:
         """Accuracy (multiclass) or, as a fraction, the mAP over classes with an (unmasked) positive
         (multilabel; ``mask`` False = ignore that entry). Both are fractions in [0, 1]."""
         if self.multilabel:
-            ignore = None if mask is None else ~to_numpy(mask).astype(bool)
-            with warnings.catch_warnings():  # a small held-out fold leaves classes without a positive
-                warnings.simplefilter("ignore", RuntimeWarning)
-                return mean_average_precision(to_numpy(self.decision_function(X)), to_numpy(y), ignore)[0] / 100
+            return multilabel_score(to_numpy(self.decision_function(X)), y, mask)
         if mask is not None:
             raise ValueError("mask is only supported with multilabel=True")
         return float(np.mean(to_numpy(self.predict(X)) == to_numpy(y).reshape(-1)))
+
+
+def multilabel_score(logits: np.ndarray, y: Any, mask: Any = None) -> float:
+    """mAP over classes with an (unmasked) positive, as a fraction; ``mask`` False = ignore that entry."""
+    ignore = None if mask is None else ~to_numpy(mask).astype(bool)
+    with warnings.catch_warnings():  # a small held-out fold leaves classes without a positive
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return mean_average_precision(logits, to_numpy(y), ignore)[0] / 100
+
+
+def batch_losses(targets: tuple, weights: torch.Tensor, present: torch.Tensor | None = None):
+    """The losses of K problems over the same rows for :func:`newton_cg`: ``targets`` from
+    ``LogisticRegression._problem`` (in float64), ``weights`` [N, K] row weights, ``present`` [K, C] the classes
+    of each multiclass problem (default: all)."""
+    if targets[0] == "sigmoid":
+        _, S, M = targets
+        return SigmoidLosses(S.double(), None if M is None else M.double(), weights)
+    _, y_t, n_cls = targets
+    if present is None:
+        present = torch.ones(weights.shape[1], n_cls, dtype=torch.bool, device=weights.device)
+    return SoftmaxLosses(y_t, weights, present)

@@ -19,7 +19,7 @@ from lowshot.model_zoo.errors import UnknownNameError
 
 from .knn import KNNClassifier
 from .linear_head import HEAD_PROTOCOL
-from .logistic import LogisticRegression, preprocess
+from .logistic import NEWTON_MAX_SIZE, LogisticRegression, preprocess
 from .selection import choose_lambda
 
 
@@ -62,7 +62,8 @@ def _identity(X):
 def _logreg_rule(task, ctx) -> dict:
     solver = LogisticRegression()
     return {"lambda_policy": asdict(task.lambda_policy), "lambd": ctx.lambd,
-            "solver": {"tol": solver.tol, "max_iter": solver.max_iter, "dtype": str(solver.dtype)}}
+            "solver": {"tol": solver.tol, "max_iter": solver.max_iter, "dtype": str(solver.dtype),
+                       "method": solver.solver, "newton_max_size": NEWTON_MAX_SIZE}}
 
 
 def _knn_rule(task, ctx) -> dict:
