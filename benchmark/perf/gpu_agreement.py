@@ -202,17 +202,15 @@ def torchrun_one_process(device: str) -> dict:
 
 
 def multi_gpu_launcher(device: str) -> dict:
-    """The local multi-GPU launcher (`lowshot bench --launcher local --jobs N`) of the cluster issue, if present."""
-    from lowshot.benchmark.cli import build_parser
-
-    bench = build_parser()._subparsers._group_actions[0].choices["bench"]
-    if not any("--launcher" in action.option_strings for action in bench._actions):
-        return skipped("not available: `lowshot bench` has no --launcher on this version")
+    """The local multi-GPU launcher (`lowshot bench --launcher local --jobs N`, one job per GPU; one CPU job
+    without CUDA): every job exits 0 and writes its records."""
     with tempfile.TemporaryDirectory() as tmp:
         run = subprocess.run([sys.executable, "-m", "lowshot", "bench", "--model", TINY_MODEL, "--task",
                               "embedded-lowshot", "--setting", "1img", "--launcher", "local", "--jobs",
                               str(max(1, torch.cuda.device_count())), "--device", device, "--results",
                               f"{tmp}/r", "--cache", f"{tmp}/c", "--quiet"], capture_output=True, text=True,
                              timeout=300)
+        records = len(list(Path(tmp, "r").rglob("*__*.json")))
     tail = " | ".join((run.stderr or run.stdout).strip().splitlines()[-3:])
-    return passed(run.returncode == 0, f"exit code {run.returncode}: {tail}", jobs=max(1, torch.cuda.device_count()))
+    return passed(run.returncode == 0 and records > 0, f"exit code {run.returncode}, {records} record(s): {tail}",
+                  jobs=max(1, torch.cuda.device_count()), records=records)

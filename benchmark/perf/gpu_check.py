@@ -63,8 +63,7 @@ FIGURES = {
     "extraction_vit_small": lambda device, sizes: fig.extraction("vit_small", device, sizes),
     "extraction_vit_base": lambda device, sizes: fig.extraction("vit_base", device, sizes),
     "logreg_speed": fig.logreg_speed,
-    "lambda_grid": lambda device, sizes: skipped("not available: the solver has no batched λ grid on this version "
-                                                 "(classifier_speed has no --grid)"),
+    "lambda_grid": fig.lambda_grid,
     "knn_speed": fig.knn_speed,
     "pretrain": fig.pretrain_speed,
     "torch_compile": fig.compile_speed,

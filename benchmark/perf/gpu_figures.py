@@ -179,6 +179,21 @@ def _timed_fit(X, y, device, lambd):
 LAMBDA_ONE_PERCENT, LAMBDA_FEW_SHOT = 0.075, 0.0025  # the suite's λ for 1 % and for 1 / 2 / 5 images per class
 
 
+def lambda_grid(device: str, sizes: Sizes) -> dict:
+    """The λ grid's cross-validation (5 λ x 3 folds) in one batched solve on the device, as ratios against one fit,
+    15 separate fits and the fit's matmul floor (`classifier_speed --grid`, a 16-shot-shaped problem; CI-sized
+    under --small)."""
+    import contextlib
+    import io
+
+    from .classifier_speed import main as classifier_speed
+
+    small = ["--n", "60", "--dim", "32"] if sizes is SMALL else []
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        ratios = classifier_speed(["--grid", "--device", device, "--repeats", "1", *small])
+    return {"status": "measured", "device": device, "ratios": ratios, "printed": printed.getvalue().splitlines()}
+
+
 def logreg_speed(device: str, sizes: Sizes) -> dict:
     """The 1 %-ImageNet-shaped logistic regression (λ = 0.075, the 1 % value) on the device, on the CPU and by
     scikit-learn at the same objective; the 1-image-per-class fit (λ = 0.0025) on the device; and what a float64
