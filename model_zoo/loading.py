@@ -96,7 +96,7 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     `weights="student"` selects the student / online encoder of a full training checkpoint.
     """
     if str(name_or_path).startswith(SOURCE_PREFIXES):
-        backbone, config, info = load_source(str(name_or_path), weights_file, progress)
+        backbone, config, info = load_source(str(name_or_path), weights_file, progress, trust)
         return FeatureExtractor(backbone, config, info, bf16=bf16).to(device)
     entry, path, digest = resolve_checkpoint(name_or_path, progress, weights_file)
     ckpt = load_checkpoint(path, trust=trust)
