@@ -28,6 +28,7 @@ from lowshot.model_zoo.files import atomic_write_text, digest
 from lowshot.tasks.registry import declaration
 
 from .positions import setting_ranks
+from .escaping import csv_text
 from .records import load_records
 from .task_tables import markdown, task_tables
 
@@ -210,9 +211,9 @@ def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path
     table = wide(summary, sort_by)
     paths = {"records": out_dir / "records.csv", "summary": out_dir / "summary.csv",
              "leaderboard": out_dir / "leaderboard.csv", "markdown": out_dir / "leaderboard.md"}
-    atomic_write_text(paths["records"], frame.drop(columns=["path"]).to_csv(index=False))
-    atomic_write_text(paths["summary"], summary.to_csv(index=False, float_format="%.3f"))
-    atomic_write_text(paths["leaderboard"], table.to_csv(index=False, float_format="%.3f"))
+    atomic_write_text(paths["records"], csv_text(frame.drop(columns=["path"])))
+    atomic_write_text(paths["summary"], csv_text(summary, float_format="%.3f"))
+    atomic_write_text(paths["leaderboard"], csv_text(table, float_format="%.3f"))
     atomic_write_text(paths["markdown"], markdown(task_tables(summary)))
     return paths
 
