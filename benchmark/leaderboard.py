@@ -92,8 +92,14 @@ RECORD_COLUMNS = KEYS + ["variant", "config_digest", "seed", "score", "num_train
                          "chance", "feature", "split_source", "dataset", "checkpoint_sha256", "finished", "path"]
 
 
+def _family(record: dict) -> str:
+    """The record's family; for a record without one (hand-written), its task's declared family, else 'unknown'."""
+    entry = declaration(record["task"])
+    return record.get("family") or (entry.family if entry else "unknown")
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    rows = [{**{k: r.get(k) for k in KEYS}, "variant": variant, "config_digest": r.get("config_digest", "legacy"),
+    rows = [{**{k: r.get(k) for k in KEYS}, "family": _family(r), "variant": variant, "config_digest": r.get("config_digest", "legacy"),
              "seed": r["seed"], "score": float(r["metrics"][r["main_score"]]), "num_train": r.get("num_train"),
              "num_classes": r.get("num_classes"), "converged": converged(r), "chance": chance(r),
              "feature": r.get("feature"), "split_source": r.get("split_source"), "dataset": r.get("dataset"),

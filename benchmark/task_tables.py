@@ -105,7 +105,8 @@ def task_table(summary: pd.DataFrame, task: str, family: str) -> TaskTable:
 
     for _, r in ordered.iterrows():
         rows.setdefault((model_of(r), r["classifier"], r["kind"]),
-                        Row(model_of(r), str(r["method"]), str(r["classifier"]), r["kind"]))
+                        Row(model_of(r), r["method"] if isinstance(r["method"], str) else "–", str(r["classifier"]),
+                            r["kind"]))
     for _, r in ordered.sort_values("finished", kind="stable").iterrows():  # the most recent configuration last
         reference = str(r["source"])[len("published: "):] if r["kind"] == "published" else ""
         rows[(model_of(r), r["classifier"], r["kind"])].cells[r["setting"]] = Cell(
