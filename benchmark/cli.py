@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 import time
 import warnings
 from pathlib import Path
 
 from lowshot.model_zoo.errors import BadInputError, LowshotError, MissingFileError, one_line
+from lowshot.model_zoo.files import WRITE_ERRNOS
 
 # `make bench MODEL=<method>`: the method's model on the embedded data, or its ViT-S/16 release on real data.
 METHOD_ALIASES = {
@@ -102,6 +104,13 @@ def _at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
         return number
     return parse
+
+
+def _workers(value: str) -> int:
+    """--workers: a whole number >= 0, capped at the cores this process has (with a warning)."""
+    from .features import capped_workers
+
+    return capped_workers(_at_least(0)(value), "--workers")
 
 
 def _lambd(value: str) -> float | str:
@@ -363,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N (default: cpu)")
     b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction (CUDA only)")
     b.add_argument("--batch-size", type=_at_least(1), default=64, help="images per extraction batch (default 64)")
-    b.add_argument("--workers", type=_at_least(0), help="DataLoader workers (default: from the machine)")
+    b.add_argument("--workers", type=_workers, help="DataLoader workers (default: from the machine; at most its "
+                   "CPU cores)")
     b.add_argument("--extract-only", action="store_true",
                    help="only compute and cache the features the missing records need (no fitting, no record); "
                    "required under torchrun, which shards the extraction over its processes")
@@ -428,8 +438,8 @@ def _warnings_on_stderr():
 def main(argv: list[str] | None = None) -> int:
     """Run a verb. An error in what the user gave is one line on stderr and exit code 2 (`--debug`: the
     traceback); finished records are kept on any error or interruption."""
-    args = build_parser().parse_args(argv)
-    with _warnings_on_stderr():
+    with _warnings_on_stderr():  # also the warnings of option values (--workers capped)
+        args = build_parser().parse_args(argv)
         return _run(args)
 
 
@@ -440,6 +450,12 @@ def _run(args) -> int:
         if args.debug:
             raise
         print(f"lowshot {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or read-only directory met where no writer named it (a lock file, ...)
+        if args.debug or e.errno not in WRITE_ERRNOS + (errno.EACCES, errno.EPERM) or not e.filename:
+            raise
+        verb = "write" if e.errno in WRITE_ERRNOS else "access"
+        print(f"lowshot {args.command}: error: cannot {verb} {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lowshot {args.command}: interrupted; finished records are kept and a rerun continues from them",

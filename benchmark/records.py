@@ -50,7 +50,8 @@ def write_record(path: Path, record: dict) -> Path:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise ValueError(f"record for {path} lacks {missing}")
-    atomic_write_text(Path(path), json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(Path(path), json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=True) + "\n",
+                      what="the result record")
     return Path(path)
 
 

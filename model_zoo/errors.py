@@ -27,6 +27,11 @@ class BadInputError(LowshotError, ValueError):
     """A file or value that is there but cannot be used as it is (corrupt image, bad option value...)."""
 
 
+class WriteError(LowshotError, OSError):
+    """A file the suite must write cannot be written: a full disk, a read-only or forbidden directory. The message
+    names the path and what was being written; nothing half-written is left."""
+
+
 class NonFiniteError(LowshotError, FloatingPointError):
     """A feature or score that is NaN or infinite (a broken checkpoint, a corrupt record)."""
 
