@@ -320,13 +320,22 @@ def cmd_pretrain(args) -> int:
     return 0 if result["step"] >= cfg.steps else 1
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An option error is one line first (`lowshot bench: error: argument --workers: ...`), then where the options
+    are listed; never the usage block before it. Subcommands' parsers are of this class too (argparse makes them
+    with the class of their parent)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lowshot.model_zoo import FEATURES, METHODS
     from lowshot.model_zoo.formats import LAYOUTS
     from lowshot.tasks.classifiers import CLASSIFIERS
     from lowshot.tasks.registry import TASK_GROUPS, TASKS
 
-    parser = argparse.ArgumentParser(prog="lowshot", description="Low-shot benchmark of self-supervised ViTs: "
+    parser = OneLineErrors(prog="lowshot", description="Low-shot benchmark of self-supervised ViTs: "
                                      "run the protocols, flatten the records into tables, figures and a report.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error (default: one line)")

@@ -180,12 +180,35 @@ def _timm_weights(name: str) -> tuple[Path, str]:
     return path, _revision(path)
 
 
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (one TCP connection, `timeout` seconds), or None. Without it, an
+    offline machine waits for the hub client's retries (about 28 s) before the same error."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e.strerror or type(e).__name__}"
+    return None
+
+
 def _hub_file(repo: str, filename: str, what: str, instead: str) -> Path:
     from huggingface_hub import hf_hub_download
 
-    try:
-        return Path(hf_hub_download(repo, filename))
+    offline = _hub_unreachable()
+    try:  # offline: the local cache only, at once
+        return Path(hf_hub_download(repo, filename, local_files_only=offline is not None))
     except Exception as e:  # offline, unknown repo, gated: the hub raises many kinds
+        if offline:
+            raise MissingFileError(f"{what}: could not fetch {filename} of {repo} from the Hugging Face hub (offline: "
+                                   f"{offline}; not in the local cache); download it on a machine with network and "
+                                   f"pass {instead}") from e
         raise MissingFileError(f"{what}: could not fetch {filename} of {repo} from the Hugging Face hub "
                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
                                f"download it on a machine with network and pass {instead}") from None
