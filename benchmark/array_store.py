@@ -23,9 +23,22 @@ import xxhash
 from filelock import FileLock, Timeout
 
 from lowshot.model_zoo.errors import LowshotWarning
-from lowshot.model_zoo.files import atomic_path, atomic_write_text, digest, remove_stale_temporaries
+from lowshot.model_zoo.files import (atomic_path, atomic_write_text, digest, remove_stale_temporaries, reserve,
+                                     write_error)
 
 CHECKSUM = "xxh3_64"
+
+
+def new_memmap(path: Path, dtype, shape: tuple) -> np.ndarray:
+    """A fresh `.npy` memory map at `path` with its disk space reserved first (`model_zoo.files.reserve`): a full
+    disk raises ENOSPC before any row is written, instead of a bus error in the middle of a run."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        reserve(path)
+    except OSError:
+        del array
+        raise
+    return array
 
 
 def file_checksum(path: Path, chunk: int = 16 << 20) -> str:
@@ -34,6 +47,13 @@ def file_checksum(path: Path, chunk: int = 16 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _what(description: dict) -> str:
+    """What a cache entry holds, for an error message: `feature 'cls' of <dataset> in the feature cache`."""
+    if "feature" in description:
+        return f"feature {description['feature']!r} of {description.get('dataset', 'a dataset')} in the feature cache"
+    return f"{description.get('kind', 'an array')} in the feature cache"
 
 
 class ArrayStore:
@@ -85,13 +105,15 @@ class ArrayStore:
         """Hold the lock of every key (in sorted order, so two processes never wait for each other)."""
         with contextlib.ExitStack() as held:
             for key in sorted(set(keys)):
-                self.path(key).parent.mkdir(parents=True, exist_ok=True)
                 lock = FileLock(str(self.path(key).with_suffix(".lock")))
                 try:
+                    self.path(key).parent.mkdir(parents=True, exist_ok=True)
                     lock.acquire(timeout=0)
                 except Timeout:
                     print(f"waiting for another process computing {what} (lock {lock.lock_file})", flush=True)
                     lock.acquire()
+                except OSError as e:  # a read-only or forbidden cache directory
+                    raise write_error(lock.lock_file, e, f"the lock of {what} in the cache") from e
                 held.callback(lock.release)
             yield
 
@@ -99,7 +121,7 @@ class ArrayStore:
     def writing(self, key: str, description: dict, **extra):
         """A temporary path to write the entry's `.npy` into; when the block ends, the description (with the
         file's shape, dtype and checksum) is written and the array renamed into place."""
-        with atomic_path(self.path(key), ".tmp.npy") as tmp:
+        with atomic_path(self.path(key), ".tmp.npy", what=_what(description)) as tmp:
             yield tmp
             array = np.load(tmp, mmap_mode="r")
             shape, dtype = list(array.shape), str(array.dtype)
@@ -118,7 +140,7 @@ class ArrayStore:
             if found is not None:
                 return found
             with self.writing(key, description) as tmp:
-                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+                out = new_memmap(tmp, dtype, shape)
                 fill(out)
                 out.flush()
                 del out

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 import time
 import warnings
 from pathlib import Path
 
 from lowshot.model_zoo.errors import BadInputError, LowshotError, MissingFileError, one_line
+from lowshot.model_zoo.files import WRITE_ERRNOS
 
 # `make bench MODEL=<method>`: the method's model on the embedded data, or its ViT-S/16 release on real data.
 METHOD_ALIASES = {
@@ -108,6 +110,13 @@ def _at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
         return number
     return parse
+
+
+def _workers(value: str) -> int:
+    """--workers: a whole number >= 0, capped at the cores this process has (with a warning)."""
+    from .features import capped_workers
+
+    return capped_workers(_at_least(0)(value), "--workers")
 
 
 def _lambd(value: str) -> float | str:
@@ -323,6 +332,15 @@ def cmd_pretrain(args) -> int:
     return 0 if result["step"] >= cfg.steps else 1
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """An option error is one line first (`lowshot bench: error: argument --workers: ...`), then where the options
+    are listed; never the usage block before it. Subcommands' parsers are of this class too (argparse makes them
+    with the class of their parent)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
+
+
 VERBS = {  # verb -> its help line (ARGUMENTS: the function that declares its options)
     "models": "list the model zoo",
     "tasks": "list the tasks: settings, classifiers, metric, expected folder, found or not",
@@ -339,7 +357,7 @@ VERBS = {  # verb -> its help line (ARGUMENTS: the function that declares its op
 def build_parser(verb: str | None = "*") -> argparse.ArgumentParser:
     """The command line. Only `verb`'s options are declared ("*": every verb's; None: none, for `lowshot --help`),
     so that the help and the light verbs import no heavy library."""
-    parser = argparse.ArgumentParser(prog="lowshot", description="Low-shot benchmark of self-supervised ViTs: "
+    parser = OneLineErrors(prog="lowshot", description="Low-shot benchmark of self-supervised ViTs: "
                                      "run the protocols, flatten the records into tables, figures and a report.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the traceback of an error (default: one line)")
@@ -402,7 +420,8 @@ def _bench_arguments(b) -> None:
     b.add_argument("--bf16", action="store_true", help="bf16 autocast for extraction, on CUDA or CPU (the features "
                    "differ from fp32 ones by up to 3 %% per image; recorded as precision bf16 in the identity)")
     b.add_argument("--batch-size", type=_at_least(1), default=64, help="images per extraction batch (default 64)")
-    b.add_argument("--workers", type=_at_least(0), help="DataLoader workers (default: from the machine)")
+    b.add_argument("--workers", type=_workers, help="DataLoader workers (default: from the machine; at most its "
+                   "CPU cores)")
     b.add_argument("--extract-only", action="store_true",
                    help="only compute and cache the features the missing records need (no fitting, no record); "
                    "required under torchrun, which shards the extraction over its processes")
@@ -487,8 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     traceback); finished records are kept on any error or interruption."""
     argv = sys.argv[1:] if argv is None else list(argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(verb if verb in VERBS else None).parse_args(argv)
-    with _warnings_on_stderr():
+    with _warnings_on_stderr():  # also the warnings of option values (--workers capped)
+        args = build_parser(verb if verb in VERBS else None).parse_args(argv)
         return _run(args)
 
 
@@ -499,6 +518,12 @@ def _run(args) -> int:
         if args.debug:
             raise
         print(f"lowshot {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or read-only directory met where no writer named it (a lock file, ...)
+        if args.debug or e.errno not in WRITE_ERRNOS + (errno.EACCES, errno.EPERM) or not e.filename:
+            raise
+        verb = "write" if e.errno in WRITE_ERRNOS else "access"
+        print(f"lowshot {args.command}: error: cannot {verb} {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lowshot {args.command}: interrupted; finished records are kept and a rerun continues from them",

@@ -14,18 +14,19 @@ import contextlib
 import os
 import time
 import uuid
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from lowshot.model_zoo.download import cache_dir
-from lowshot.model_zoo.errors import NonFiniteError
+from lowshot.model_zoo.errors import LowshotWarning, NonFiniteError
 from lowshot.model_zoo.files import digest, temporary_prefix
 from lowshot.model_zoo.transforms import TransformSpec
 
 from . import distributed
-from .array_store import ArrayStore
+from .array_store import ArrayStore, new_memmap
 from .progress import Progress
 
 # Patch-token features are large (N x D per image): stored in float16, the rest in float32.
@@ -54,9 +55,28 @@ def model_identity(model) -> dict:
             "precision": "bf16" if model.bf16 else "fp32"}  # bf16 autocast runs on CUDA and CPU alike
 
 
+def machine_cores() -> int:
+    """The CPU cores this process may run on (its affinity, e.g. a SLURM allocation; else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """DataLoader workers from the machine: leave one core to the main process."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+    return max(0, min(8, machine_cores() - 1))
+
+
+def capped_workers(workers: int, option: str = "workers") -> int:
+    """`workers`, at most the cores this process has (each worker is a process with its own copy of the dataset
+    reader: thousands of them exhaust the memory); a warning says when it was capped."""
+    cores = machine_cores()
+    if workers > cores:
+        warnings.warn(f"{option} {workers}: this process has {cores} CPU core(s); using {cores} DataLoader "
+                      "worker(s)", LowshotWarning, stacklevel=2)
+        return cores
+    return workers
 
 
 def extract_features(model, source, indices, transform: TransformSpec, names: list[str], batch_size: int = 64,
@@ -66,7 +86,7 @@ def extract_features(model, source, indices, transform: TransformSpec, names: li
     `allocate(name, shape, dtype)` makes each output array (default: in memory; the cache passes memory maps, so
     features larger than RAM stream to disk). A NaN/inf feature stops the run with the image named.
     """
-    workers = default_workers() if workers is None else workers
+    workers = default_workers() if workers is None else capped_workers(workers)
     allocate = allocate or (lambda name, shape, dtype: np.empty(shape, dtype))
     indices = np.asarray(indices)
     loader = torch.utils.data.DataLoader(
@@ -154,7 +174,7 @@ class FeatureCache:
     @staticmethod
     def _memmaps(paths: dict):
         def allocate(name, shape, dtype):  # stream straight into the (temporary) file
-            return np.lib.format.open_memmap(paths[name], mode="w+", dtype=dtype, shape=shape)
+            return new_memmap(paths[name], dtype, shape)
         return allocate
 
     def _extract(self, model, source, indices, transform, todo, keys, batch_size, workers, progress) -> None:
@@ -223,7 +243,7 @@ class FeatureCache:
                     raise ValueError(f"shard file {shard} holds {src.shape} {src.dtype}, expected "
                                      f"{part.stop - part.start} rows like the other shards")
                 if out is None:
-                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=src.dtype, shape=(n,) + src.shape[1:])
+                    out = new_memmap(tmp, src.dtype, (n,) + src.shape[1:])
                 step = max(1, MERGE_CHUNK_BYTES // max(1, src[:1].nbytes))
                 for s in range(0, len(src), step):
                     chunk = src[s:s + step]

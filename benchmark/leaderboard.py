@@ -28,6 +28,7 @@ from lowshot.model_zoo.files import atomic_write_text, digest
 from lowshot.tasks.registry import declaration
 
 from .positions import setting_ranks
+from .escaping import csv_text
 from .records import load_records
 from .task_tables import markdown, task_tables
 
@@ -91,8 +92,14 @@ RECORD_COLUMNS = KEYS + ["variant", "config_digest", "seed", "score", "num_train
                          "chance", "feature", "split_source", "dataset", "checkpoint_sha256", "finished", "path"]
 
 
+def _family(record: dict) -> str:
+    """The record's family; for a record without one (hand-written), its task's declared family, else 'unknown'."""
+    entry = declaration(record["task"])
+    return record.get("family") or (entry.family if entry else "unknown")
+
+
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    rows = [{**{k: r.get(k) for k in KEYS}, "variant": variant, "config_digest": r.get("config_digest", "legacy"),
+    rows = [{**{k: r.get(k) for k in KEYS}, "family": _family(r), "variant": variant, "config_digest": r.get("config_digest", "legacy"),
              "seed": r["seed"], "score": float(r["metrics"][r["main_score"]]), "num_train": r.get("num_train"),
              "num_classes": r.get("num_classes"), "converged": converged(r), "chance": chance(r),
              "feature": r.get("feature"), "split_source": r.get("split_source"), "dataset": r.get("dataset"),
@@ -210,9 +217,9 @@ def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path
     table = wide(summary, sort_by)
     paths = {"records": out_dir / "records.csv", "summary": out_dir / "summary.csv",
              "leaderboard": out_dir / "leaderboard.csv", "markdown": out_dir / "leaderboard.md"}
-    atomic_write_text(paths["records"], frame.drop(columns=["path"]).to_csv(index=False))
-    atomic_write_text(paths["summary"], summary.to_csv(index=False, float_format="%.3f"))
-    atomic_write_text(paths["leaderboard"], table.to_csv(index=False, float_format="%.3f"))
+    atomic_write_text(paths["records"], csv_text(frame.drop(columns=["path"])))
+    atomic_write_text(paths["summary"], csv_text(summary, float_format="%.3f"))
+    atomic_write_text(paths["leaderboard"], csv_text(table, float_format="%.3f"))
     atomic_write_text(paths["markdown"], markdown(task_tables(summary)))
     return paths
 

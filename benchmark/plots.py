@@ -21,6 +21,7 @@ from lowshot.tasks.registry import declaration
 
 from .figure_style import (COLOURS, LINES, MARKERS, caption, chance_level, chance_line, chance_note, marker_key,
                            new_figure, save_figure, single_seed_markers, staggered_ticks)
+from .escaping import figure_text
 from .positions import setting_positions
 from .transfer_report import FAMILY as TRANSFER, transfer_figure
 
@@ -64,14 +65,15 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
             line = LINES[i % len(LINES)] if source == "ours" else "none"
             face = style["color"] if source == "ours" else "white"
             bars = ax.errorbar(part["x"], part["mean"], yerr=part["std"].where(~single), capsize=3, linestyle=line,
-                               linewidth=1.4, markerfacecolor=face, label=model if source == "ours" else None,
+                               linewidth=1.4, markerfacecolor=face, label=figure_text(model) if source == "ours" else None,
                                markevery=list(~single) if source == "ours" else None, **style)
             if source == "ours":
                 handles.append(bars)
                 single_seed_markers(ax, part, single, style)
-            elif source == "published" and not any(h.get_label() == f"{model} (published)" for h in handles):
+            elif source == "published" and not any(h.get_label() == figure_text(f"{model} (published)")
+                                                   for h in handles):
                 handles.append(ax.plot([], [], linestyle="none", markerfacecolor="white",
-                                       label=f"{model} (published)", **style)[0])
+                                       label=figure_text(f"{model} (published)"), **style)[0])
     if chance is not None:
         handles.append(chance_line(ax, chance, f"chance ({chance:.1f})"))
     handles += marker_key(ax, published=(rows["kind"] == "published").any())

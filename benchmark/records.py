@@ -50,7 +50,8 @@ def write_record(path: Path, record: dict) -> Path:
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise ValueError(f"record for {path} lacks {missing}")
-    atomic_write_text(Path(path), json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(Path(path), json.dumps({"schema": SCHEMA, **record}, indent=1, sort_keys=True) + "\n",
+                      what="the result record")
     return Path(path)
 
 
@@ -59,21 +60,92 @@ class MalformedRecord(BadInputError):
 
 
 def read_record(path: Path) -> dict:
+    """A record file, checked field by field (`check_fields`) before any table, figure or report reads it."""
     try:
         record = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MalformedRecord(f"{path}: not a readable JSON record ({e})") from None
     if not isinstance(record, dict):
         raise MalformedRecord(f"{path}: a record must be a JSON object")
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise MalformedRecord(f"{path}: missing field(s) {missing}")
-    score = record["metrics"].get(record["main_score"]) if isinstance(record["metrics"], dict) else None
-    if not isinstance(score, (int, float)) or isinstance(score, bool):
+    main_score, metrics = record["main_score"], record["metrics"]
+    score = metrics.get(main_score) if isinstance(metrics, dict) and isinstance(main_score, str) else None
+    if not _is_number(score):
         raise MalformedRecord(f"{path}: main score {record['main_score']!r} is missing or not a number")
     if not math.isfinite(score):
         raise MalformedRecord(f"{path}: main score {record['main_score']!r} is {score}, not a finite number")
+    problem = check_fields(record)
+    if problem:
+        raise MalformedRecord(f"{path}: {problem}")
     return record
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number_or_none(value) -> bool:
+    return value is None or _is_number(value)
+
+
+def _text(value) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _text_or_none(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _numbers(value) -> bool:
+    return isinstance(value, list) and all(_number_or_none(v) for v in value)
+
+
+def _mapping(value) -> bool:
+    return value is None or isinstance(value, dict)
+
+
+# What the tables, figures, report and paired tests read from a record, and what each must be. Other fields
+# (provenance: environment, timing, transform...) are shown as they are and never computed with.
+FIELDS = {
+    "model": (_text, "a non-empty string"), "task": (_text, "a non-empty string"),
+    "setting": (_text, "a non-empty string"), "classifier": (_text, "a non-empty string"),
+    "main_score": (_text, "a non-empty string"),
+    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    "metrics": (lambda v: isinstance(v, dict) and all(_number_or_none(x) for x in v.values()),
+                "an object of numbers"),
+    "num_train": (lambda v: v is None or _is_count(v), "a whole number >= 0"),
+    "num_classes": (lambda v: v is None or _is_count(v), "a whole number >= 0"),
+    "num_test": (lambda v: v is None or _is_count(v), "a whole number >= 0"),
+    "chance": (lambda v: v is None or (isinstance(v, dict) and _number_or_none(v.get("value"))),
+               "an object whose value is a number"),
+    "convergence": (lambda v: v is None or (isinstance(v, dict) and v.get("converged") in (None, True, False)),
+                    "an object whose converged is true or false"),
+    "method": (_text_or_none, "a string"), "family": (_text_or_none, "a string"),
+    "feature": (_text_or_none, "a string"), "split_source": (_text_or_none, "a string"),
+    "dataset": (_text_or_none, "a string"), "checkpoint_sha256": (_text_or_none, "a string"),
+    "config_digest": (_text, "a non-empty string"), "finished": (_text_or_none, "a string"),
+    "identity": (_text_or_none, "a string"), "hyperparameters_chosen_by": (_text_or_none, "a string"),
+    "preprocessing": (_text_or_none, "a string"),
+    "config": (_mapping, "an object"), "hyperparameters": (_mapping, "an object"),
+    "per_class_acc": (_numbers, "a list of numbers"), "per_class_ap": (_numbers, "a list of numbers"),
+    "per_class_iou": (_numbers, "a list of numbers"),
+}
+
+
+def check_fields(record: dict) -> str | None:
+    """What is wrong with the first field of `record` that has the wrong type (`FIELDS`), else None."""
+    for name, (valid, expected) in FIELDS.items():
+        if name in record and not valid(record[name]):
+            shown = json.dumps(record[name])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            return f"field {name!r} is {shown}, not {expected}"
+    return None
 
 
 def load_records(results: str | Path) -> tuple[list[dict], list[str]]:

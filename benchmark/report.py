@@ -22,6 +22,7 @@ from lowshot.tasks.registry import declaration
 
 from .leaderboard import load_all
 from .plots import draw_task
+from .escaping import script_json
 from .report_assets import CSS, JS
 from .task_tables import TaskTable, labelled_text, task_tables
 
@@ -123,7 +124,7 @@ def render(results: str | Path) -> str:
                              "error bars are ± sample std over the seeds; half-filled markers are single seeds; "
                              "hollow markers published numbers; dashed line: chance.</figcaption></figure>")
         sections.append("\n".join(parts))
-    data = json.dumps(provenance, sort_keys=True).replace("</", "<\\/")
+    data = script_json(provenance)
     toc = " · ".join(f'<a href="#task-{i}">{html.escape(t.heading)}</a>' for i, t in enumerate(tables))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>lowshot-bench report: {html.escape(results.name)}</title>

@@ -14,6 +14,7 @@ import pandas as pd
 
 from lowshot.tasks.registry import declaration
 
+from .escaping import markdown_text as md
 from .positions import ordered_settings, setting_positions
 
 
@@ -104,7 +105,8 @@ def task_table(summary: pd.DataFrame, task: str, family: str) -> TaskTable:
 
     for _, r in ordered.iterrows():
         rows.setdefault((model_of(r), r["classifier"], r["kind"]),
-                        Row(model_of(r), str(r["method"]), str(r["classifier"]), r["kind"]))
+                        Row(model_of(r), r["method"] if isinstance(r["method"], str) else "–", str(r["classifier"]),
+                            r["kind"]))
     for _, r in ordered.sort_values("finished", kind="stable").iterrows():  # the most recent configuration last
         reference = str(r["source"])[len("published: "):] if r["kind"] == "published" else ""
         rows[(model_of(r), r["classifier"], r["kind"])].cells[r["setting"]] = Cell(
@@ -149,17 +151,19 @@ def markdown(tables: list[TaskTable]) -> str:
            "record of the cell stopped before its solver converged (see records.csv, column `converged`).", ""]
     for t in tables:
         classifier_column = len(t.classifiers) > 1
-        counts = "; ".join(f"{s}: {labelled_text(t, s)}" for s in t.settings)
+        counts = "; ".join(f"{md(s)}: {labelled_text(t, s)}" for s in t.settings)
         chance = f"; chance level {t.chance:.1f}" if t.chance is not None else ""
-        out += [f"## {t.heading}", "", f"{t.family}, {t.metric_label}{chance}. Labelled images: {counts}.", ""]
-        header = ["model", "method"] + (["classifier"] if classifier_column else []) + ["source"] + t.settings
+        out += [f"## {md(t.heading)}", "", f"{md(t.family)}, {md(t.metric_label)}{chance}. Labelled images: {counts}.",
+                ""]
+        header = ["model", "method"] + (["classifier"] if classifier_column else []) + ["source"] + \
+            [md(s) for s in t.settings]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         refs = t.references
         for r in t.rows:
             source = r.source if not r.references else "published " + ", ".join(
                 f"[{refs.index(ref) + 1}]" for ref in r.references)
-            cells = [r.model, r.method] + ([r.classifier] if classifier_column else []) + [source]
+            cells = [md(r.model), md(r.method)] + ([md(r.classifier)] if classifier_column else []) + [source]
             cells += [r.cells[s].text() if s in r.cells else "–" for s in t.settings]
             out.append("| " + " | ".join(cells) + " |")
-        out += [""] + [f"[{i + 1}] {ref}" for i, ref in enumerate(refs)] + ([""] if refs else [])
+        out += [""] + [f"[{i + 1}] {md(ref)}" for i, ref in enumerate(refs)] + ([""] if refs else [])
     return "\n".join(out)

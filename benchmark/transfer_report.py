@@ -19,6 +19,7 @@ from lowshot.model_zoo.files import atomic_write_text
 from lowshot.tasks.registry import TASK_GROUPS, declaration
 from lowshot.tasks.transfer import TRANSFER_SETTINGS
 
+from .escaping import csv_text, figure_text, markdown_text
 from .figure_style import (COLOURS, MARKERS, caption, chance_level, chance_line, marker_key, new_figure,
                            save_figure, single_seed_markers)
 
@@ -64,7 +65,8 @@ def mean_markdown(mean: pd.DataFrame) -> str:
                  for s in settings]
         covered = sorted(set(" ".join(rows["datasets"]).split()))
         name = f"{model} [{variant}]" if isinstance(variant, str) and variant else model
-        lines.append(f"| {name} | {classifier} | " + " | ".join(cells) + f" | {', '.join(covered)} |")
+        lines.append(f"| {markdown_text(name)} | {markdown_text(classifier)} | " + " | ".join(cells)
+                     + f" | {markdown_text(', '.join(covered))} |")
     return ("Mean over transfer datasets of each dataset's main score (top-1 or mean per-class accuracy, %); in "
             "brackets the number of datasets the mean covers.\n\n" + "\n".join(lines) + "\n")
 
@@ -76,7 +78,7 @@ def write_transfer_tables(summary: pd.DataFrame, out_dir) -> dict[str, Path]:
         return {}
     out_dir = Path(out_dir)
     paths = {"transfer_mean": out_dir / "transfer_mean.csv", "transfer_mean_md": out_dir / "transfer_mean.md"}
-    atomic_write_text(paths["transfer_mean"], mean.to_csv(index=False, float_format="%.3f"))
+    atomic_write_text(paths["transfer_mean"], csv_text(mean, float_format="%.3f"))
     atomic_write_text(paths["transfer_mean_md"], mean_markdown(mean))
     return paths
 
@@ -94,7 +96,7 @@ def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str) -
         std = part["std"].where(~single) if "std" in part else None
         ax.errorbar(part["x"], part["mean"], yerr=std, capsize=2, elinewidth=0.8,
                     linestyle=CLASSIFIER_LINES.get(classifier, ":"), linewidth=1.2, markevery=list(~single),
-                    label=f"{curve} {classifier}", **style)
+                    label=figure_text(f"{curve} {classifier}"), **style)
         single_seed_markers(ax, part, single, style)
     chance = chance_level(rows)
     if chance is not None:

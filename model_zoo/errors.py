@@ -31,6 +31,11 @@ class MissingPackageError(LowshotError, ImportError):
     """An optional package that the chosen option needs is not installed (the message says which and how)."""
 
 
+class WriteError(LowshotError, OSError):
+    """A file the suite must write cannot be written: a full disk, a read-only or forbidden directory. The message
+    names the path and what was being written; nothing half-written is left."""
+
+
 class NonFiniteError(LowshotError, FloatingPointError):
     """A feature or score that is NaN or infinite (a broken checkpoint, a corrupt record)."""
 

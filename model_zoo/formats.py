@@ -54,7 +54,8 @@ class Layout:
                 unknown.append(k)
         if unknown:
             raise CheckpointError(f"layout {self.name}: unexpected non-backbone keys {unknown[:10]}"
-                                  f"{' ...' if len(unknown) > 10 else ''}; wrong layout? pass layout=...")
+                                  f"{' ...' if len(unknown) > 10 else ''}; wrong layout? pass --layout "
+                                  f"(Python: layout=), one of {', '.join(sorted(LAYOUTS))}")
         if not out:
             raise CheckpointError(f"layout {self.name}: no backbone keys found under {key!r}")
         return out
@@ -110,7 +111,7 @@ def detect_layout(ckpt) -> str:
             return "dinov2"
         return "dino_backbone"
     raise CheckpointError(f"unrecognised checkpoint layout (top-level keys: {sorted(keys)[:12]}); "
-                          f"pass layout= one of {sorted(LAYOUTS)}")
+                          f"pass --layout (Python: layout=), one of {', '.join(sorted(LAYOUTS))}")
 
 
 @dataclass(frozen=True)

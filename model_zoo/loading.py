@@ -96,7 +96,7 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     `weights="student"` selects the student / online encoder of a full training checkpoint.
     """
     if str(name_or_path).startswith(SOURCE_PREFIXES):
-        backbone, config, info = load_source(str(name_or_path), weights_file, progress)
+        backbone, config, info = load_source(str(name_or_path), weights_file, progress, trust)
         return FeatureExtractor(backbone, config, info, bf16=bf16).to(device)
     entry, path, digest = resolve_checkpoint(name_or_path, progress, weights_file)
     ckpt = load_checkpoint(path, trust=trust)
@@ -107,7 +107,8 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     known = entry.method if entry else config.get("method")
     method = method or known
     if method not in METHODS:
-        raise BadInputError(f"{path}: pass method= one of {sorted(METHODS)} (got {method!r})")
+        raise BadInputError(f"{path}: name the evaluation rules with --method (Python: method=), one of "
+                            f"{', '.join(sorted(METHODS))} (got {method!r})")
     release_methods = (known,) if known else LAYOUTS[layout].methods
     if release_methods and method not in release_methods:
         warnings.warn(f"{path}: its layout {layout} is a {' / '.join(release_methods)} release format, but the "
@@ -118,8 +119,8 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     given_heads = num_heads
     num_heads = num_heads or (entry.num_heads if entry else config.get("num_heads")) or _heads_from_rope(sd, arch)
     if not num_heads:
-        raise BadInputError(f"{path}: num_heads cannot be inferred from the weights; pass num_heads= "
-                            "(ViT-S: 6, ViT-B: 12, ViT-L: 16, ViT-H: 16)")
+        raise BadInputError(f"{path}: the attention heads cannot be inferred from the weights; pass --num-heads N "
+                            "(Python: num_heads=; ViT-S: 6, ViT-B: 12, ViT-L: 16, ViT-H: 16)")
     if given_heads and not entry and arch.embed_dim != PUBLIC_HEAD_DIM * num_heads:
         public = (f"num_heads={arch.embed_dim // PUBLIC_HEAD_DIM} would give it" if arch.embed_dim % PUBLIC_HEAD_DIM == 0
                   else f"no head count gives it on this width")

@@ -41,16 +41,21 @@ def load_checkpoint(path: str | Path, trust: bool = False):
             return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found:
-            raise UnsafeCheckpointError(
-                f"{path} pickles an object outside the allow-list (tensors and argparse.Namespace): "
-                f"{found.group(1)}. Loading it could run arbitrary code. If you trust this file, pass trust=True "
-                "(CLI: --trust-checkpoint).") from None
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {_detail(e)}") from None
     except Exception as e:  # random or truncated bytes make the unpickler fail in many ways (IndexError, KeyError, ...)
-        raise CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {_detail(e)}") from None
+        raise refused_or_unreadable(path, e) from e
+
+
+def refused_or_unreadable(path, error: Exception) -> CheckpointError:
+    """The one-line error for a pickle torch would not load: the global it refused and how to opt in
+    (`--trust-checkpoint`), else what is wrong with the file; never torch's advice to load with
+    weights_only=False. Also used for the pickles Hugging Face directories hold (`pytorch_model.bin`)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error)) if isinstance(error, pickle.UnpicklingError) else None
+    if found:
+        return UnsafeCheckpointError(
+            f"{path} pickles {found.group(1)}, outside the allow-list (tensors, a release file's argparse.Namespace); "
+            "refused: loading it could run arbitrary code. If you trust this file, pass --trust-checkpoint "
+            "(Python: trust=True)")
+    return CheckpointError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {_detail(error)}")
 
 
 def _detail(error: Exception) -> str:
@@ -73,6 +78,11 @@ def _load_safetensors(path: Path) -> dict:
             metadata = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
-    config = json.loads(metadata["config"]) if "config" in metadata else {}
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+    try:
+        config = json.loads(metadata["config"]) if "config" in metadata else {}
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: its 'config' metadata is not JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: its 'config' metadata is JSON but not an object ({type(config).__name__})")
     return {"state_dict": state, "metadata": metadata, "config": config}

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import importlib
 import inspect
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from .errors import BadInputError, MissingFileError, UnknownNameError
 from .extractor import ModelInfo
 from .formats import Architecture
 from .registry import IMAGENET_MEAN, IMAGENET_STD, EvalConfig
+from .safe_load import load_checkpoint
 
 SOURCE_PREFIXES = ("timm:", "hf:", "py:")
 
@@ -107,15 +109,16 @@ class HFBackbone(Backbone):
         return pooler(last_normed) if pooler is not None else last_normed[:, 0]
 
 
-def load_source(name: str, weights_file=None, progress: bool = True):
-    """`timm:` / `hf:` / `py:` name -> (backbone, EvalConfig, ModelInfo)."""
+def load_source(name: str, weights_file=None, progress: bool = True, trust: bool = False):
+    """`timm:` / `hf:` / `py:` name -> (backbone, EvalConfig, ModelInfo). `trust` (CLI `--trust-checkpoint`) lets
+    an `hf:` directory run its own code (`auto_map`) and unpickle more than tensors; without it neither happens."""
     kind, _, rest = name.partition(":")
     if not rest:
         raise BadInputError(f"--model {name}: name the model after the prefix ({kind}:<name>)")
     if weights_file and kind != "timm":
         raise BadInputError(f"--weights-file goes with timm:<name>; {kind}: models bring their own weights")
     backbone, interpolation, mean, std, checkpoint, digest, revision = {
-        "timm": _timm, "hf": _hf, "py": _py}[kind](rest, weights_file, progress)
+        "timm": _timm, "hf": _hf, "py": _py}[kind](rest, weights_file, progress, trust)
     feature = "cls" if backbone.has_class_token else "pooled"
     config = EvalConfig(kind, feature, "model", interpolation, "concat" if backbone.has_class_token else None,
                         eval_weights="model", knn_feature=feature, mean=tuple(mean), std=tuple(std))
@@ -125,7 +128,7 @@ def load_source(name: str, weights_file=None, progress: bool = True):
     return backbone, config, info
 
 
-def _timm(name: str, weights_file, progress: bool):
+def _timm(name: str, weights_file, progress: bool, trust: bool = False):
     import timm
 
     if not timm.is_model(name.split(".")[0]):
@@ -177,12 +180,35 @@ def _timm_weights(name: str) -> tuple[Path, str]:
     return path, _revision(path)
 
 
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (one TCP connection, `timeout` seconds), or None. Without it, an
+    offline machine waits for the hub client's retries (about 28 s) before the same error."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e.strerror or type(e).__name__}"
+    return None
+
+
 def _hub_file(repo: str, filename: str, what: str, instead: str) -> Path:
     from huggingface_hub import hf_hub_download
 
-    try:
-        return Path(hf_hub_download(repo, filename))
+    offline = _hub_unreachable()
+    try:  # offline: the local cache only, at once
+        return Path(hf_hub_download(repo, filename, local_files_only=offline is not None))
     except Exception as e:  # offline, unknown repo, gated: the hub raises many kinds
+        if offline:
+            raise MissingFileError(f"{what}: could not fetch {filename} of {repo} from the Hugging Face hub (offline: "
+                                   f"{offline}; not in the local cache); download it on a machine with network and "
+                                   f"pass {instead}") from e
         raise MissingFileError(f"{what}: could not fetch {filename} of {repo} from the Hugging Face hub "
                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
                                f"download it on a machine with network and pass {instead}") from None
@@ -197,7 +223,7 @@ def _revision(path: Path) -> str:
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
-def _hf(repo: str, weights_file, progress: bool):
+def _hf(repo: str, weights_file, progress: bool, trust: bool = False):
     try:
         import transformers
     except ImportError:
@@ -221,18 +247,67 @@ def _hf(repo: str, weights_file, progress: bool):
     weights = next((directory / n for n in HF_WEIGHTS if (directory / n).exists()), None)
     if weights is None:
         raise MissingFileError(f"hf:{repo}: no {' or '.join(HF_WEIGHTS)} in {directory}")
-    model = transformers.AutoModel.from_pretrained(str(directory))
+    has_processor = (directory / "preprocessor_config.json").exists()
+    for name in ("config.json", "preprocessor_config.json") if has_processor else ("config.json",):
+        _refuse_custom_code(directory / name, repo, trust)
+    # trust_remote_code is always given: transformers would otherwise ask on the terminal (and run the code on 'y')
+    options = dict(trust_remote_code=trust)
+    # a pickle is read by the suite's own safe loader (refused unless trusted), never by transformers' torch.load
+    state = None if weights.suffix == ".safetensors" else _pickled_state(weights, trust)
+    try:
+        if state is None:
+            model = transformers.AutoModel.from_pretrained(str(directory), **options)
+        else:
+            config = transformers.AutoConfig.from_pretrained(str(directory), **options)
+            with torch.device("meta"):  # only its class: which AutoModel the config maps to
+                model_class = type(transformers.AutoModel.from_config(config, **options))
+            model = model_class.from_pretrained(None, config=config, state_dict=state)
+        backbone = HFBackbone(model)
+    except Exception as e:  # the directory's files decide what transformers raises (SafetensorError, ValueError...)
+        raise BadInputError(f"hf:{repo}: transformers cannot load {directory} as a vision transformer "
+                            f"({type(e).__name__}: {_first_line(e)})") from e
     mean, std, interpolation = IMAGENET_MEAN, IMAGENET_STD, "bicubic"
-    if (directory / "preprocessor_config.json").exists():
-        processor = transformers.AutoImageProcessor.from_pretrained(str(directory))
-        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-        interpolation = {2: "bilinear", 3: "bicubic", 0: "nearest"}.get(int(getattr(processor, "resample", 3)),
-                                                                          "bicubic")
-    return HFBackbone(model), interpolation, mean, std, str(weights), download.sha256_file(weights), \
-        _revision(weights)
+    if has_processor:
+        try:
+            processor = transformers.AutoImageProcessor.from_pretrained(str(directory), **options)
+            mean, std = tuple(map(float, processor.image_mean)), tuple(map(float, processor.image_std))
+            resample = int(getattr(processor, "resample", 3))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise BadInputError(f"hf:{repo}: {directory / 'preprocessor_config.json'} is not an image processor "
+                                f"config with image_mean, image_std ({type(e).__name__}: {_first_line(e)})") from e
+        interpolation = {2: "bilinear", 3: "bicubic", 0: "nearest"}.get(resample, "bicubic")
+    return backbone, interpolation, mean, std, str(weights), download.sha256_file(weights), _revision(weights)
 
 
-def _py(target: str, weights_file, progress: bool):
+def _pickled_state(weights: Path, trust: bool) -> dict:
+    state = load_checkpoint(weights, trust=trust)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BadInputError(f"{weights}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def _refuse_custom_code(config_file: Path, repo: str, trust: bool) -> None:
+    """A config with an `auto_map` names Python files of the directory that transformers would import: refused
+    unless the user trusts the directory."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInputError(f"hf:{repo}: {config_file} is not a JSON file ({_first_line(e)})") from e
+    if isinstance(config, dict) and config.get("auto_map") and not trust:
+        raise BadInputError(f"hf:{repo}: {config_file} has an auto_map: loading it runs Python code of "
+                            f"{config_file.parent}; refused. If you trust that directory, pass --trust-checkpoint")
+
+
+def _kinds(made) -> str:
+    return f"({', '.join(type(m).__name__ for m in made)})" if isinstance(made, tuple) else type(made).__name__
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return lines[0] if lines else "no detail"
+
+
+def _py(target: str, weights_file, progress: bool, trust: bool = False):
     module_name, _, factory_name = target.partition(":")
     if not factory_name:
         raise BadInputError(f"py:{target}: name the factory, py:<module>:<function>")
@@ -241,17 +316,28 @@ def _py(target: str, weights_file, progress: bool):
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise MissingFileError(f"py:{target}: cannot import {module_name}: {e}") from None
+        raise MissingFileError(f"py:{target}: cannot import {module_name}: {e}") from e
+    except Exception as e:  # a syntax error, or the module's own code failing on import
+        raise BadInputError(f"py:{target}: importing {module_name} raised {type(e).__name__}: {_first_line(e)}") \
+            from e
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise UnknownNameError(f"py:{target}: {module_name} has no callable {factory_name!r}")
-    made = factory()
-    module_obj, adapter = made if isinstance(made, tuple) else (made, None)
-    if not isinstance(module_obj, torch.nn.Module):
-        raise BadInputError(f"py:{target}: the factory returned {type(made).__name__}, not a torch.nn.Module "
-                            "(or a (module, TokenAdapter) pair)")
+    try:
+        made = factory()
+    except Exception as e:
+        raise BadInputError(f"py:{target}: the factory raised {type(e).__name__}: {_first_line(e)}") from e
+    module_obj, adapter = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    if not isinstance(module_obj, torch.nn.Module) or not isinstance(adapter, (TokenAdapter, type(None))):
+        raise BadInputError(f"py:{target}: the factory returned {_kinds(made)}, not a torch.nn.Module "
+                            "or a (torch.nn.Module, TokenAdapter) pair")
     if adapter is None:
-        backbone = TimmBackbone(module_obj)  # a timm token model needs no adapter
+        try:
+            backbone = TimmBackbone(module_obj)  # a timm token model needs no adapter
+        except (TypeError, AttributeError) as e:
+            raise BadInputError(f"py:{target}: the factory returned a {type(module_obj).__name__}, not a timm token "
+                                f"model ({_first_line(e)}); return (module, TokenAdapter) for a module of your own") \
+                from e
         import timm
         cfg = timm.data.resolve_data_config({}, model=module_obj)
         interpolation, mean, std = cfg["interpolation"], cfg["mean"], cfg["std"]

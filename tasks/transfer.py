@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from lowshot.model_zoo.errors import LowshotWarning
+from lowshot.model_zoo.errors import BadInputError, LowshotWarning
 
 from .base import FeatureVectorTask, Setting
 from .classifiers import DEFAULT_LAMBDA, LambdaPolicy
@@ -168,10 +168,21 @@ def protocol_of(spec: TransferDataset) -> type[LowShotTransfer]:
     return LowShotTransferMeanPerClass if spec.metric == "mean_per_class" else LowShotTransfer
 
 
+def check_every_class_trains(train, test, what: str) -> None:
+    """A class with test images but no training image can never be predicted (its k-shot subsets cannot be drawn,
+    and the score would silently lack it): an error naming the dataset's split and the class, before any work."""
+    untrained = sorted(set(np.unique(test.targets).tolist()) - set(np.unique(train.targets).tolist()))
+    if untrained:
+        names = ", ".join(repr(train.classes[c]) for c in untrained[:3]) + (" ..." if len(untrained) > 3 else "")
+        raise BadInputError(f"{what}: {len(untrained)} class(es) have test images but no training image in "
+                            f"{train.identity}: {names}")
+
+
 def transfer_data(spec: TransferDataset, data_root) -> TransferData:
     """The dataset of `spec` at `<data_root>/<spec.folder>`; a FileNotFoundError naming that folder otherwise."""
     folder = Path(find_dataset_folder(data_root, spec.title, [spec.folder], spec.markers))
     train, test = spec.read(folder)
+    check_every_class_trains(train, test, f"{spec.title} at {folder}")
     present = len(np.unique(train.targets))
     if present != spec.num_classes:  # e.g. a partial copy: its numbers are not the dataset's
         warnings.warn(f"{spec.title} at {folder}: the train split has images of {present} classes, the official "

@@ -56,3 +56,51 @@ def test_malformed_records_are_named_and_skipped(tmp_path, text, why):
     records, problems = load_records(tmp_path)
     assert [r["path"] for r in records] == [str(good)]
     assert len(problems) == 1 and str(bad) in problems[0]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("seed", "one"), ("seed", True), ("seed", 1.5), ("num_train", "many"), ("num_train", -3),
+    ("num_classes", 10.5), ("chance", {"value": "high"}), ("chance", 50), ("convergence", {"converged": "yes"}),
+    ("convergence", "yes"), ("metrics", {"top1": 58.25, "top5": "most"}), ("model", 3), ("model", ""),
+    ("setting", ["5img"]), ("method", {"dino": 1}), ("config_digest", 12), ("config", [1]),
+    ("finished", 20260101), ("per_class_acc", "all good"), ("main_score", ["top1"]),
+])
+def test_records_are_validated_field_by_field(tmp_path, field, value):
+    """A record with a field of the wrong type is named and skipped; the leaderboard and the report still run, and
+    the value never reaches a table."""
+    from lowshot.benchmark.cli import main
+
+    results = tmp_path / "runs"
+    good = write_record(record_path(results, "dino-vits16", "imagenet-lowshot", "5img", 2, "logreg"),
+                        {**RECORD, "family": "classification", "chance": {"value": 0.1},
+                         "convergence": {"converged": True}, "num_train": 5000})
+    bad = good.with_name("5img-seed3__logreg.json")
+    bad.write_text(json.dumps({**RECORD, "family": "classification", "seed": 3, "metrics": {"top1": 99.0},
+                               field: value}))
+    with pytest.raises(MalformedRecord, match=f"{bad}: (field '{field}' is|main score)"):
+        read_record(bad)
+    for verb in (["leaderboard", str(results), "--out", str(tmp_path / "out")],
+                 ["report", str(results), "--out", str(tmp_path / "report.html")]):
+        code, err = _run(main, verb)
+        assert code == 0 and [line for line in err.splitlines() if "malformed" in line] == \
+            [line for line in err.splitlines() if str(bad) in line] and str(bad) in err
+    table = (tmp_path / "out" / "records.csv").read_text()
+    assert "99.0" not in table and len(table.splitlines()) == 2  # the header and the good record
+
+
+def _run(main, argv):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(argv)
+    return code, err.getvalue()
+
+
+def test_a_record_without_a_family_is_tabulated_under_its_tasks_family(tmp_path):
+    from lowshot.benchmark.cli import main
+
+    write_record(record_path(tmp_path / "runs", "dino-vits16", "imagenet-lowshot", "5img", 2, "logreg"), RECORD)
+    code, err = _run(main, ["leaderboard", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert code == 0 and "| dino-vits16 | – | ours | – | – | 58.2 (n=1) | – |" in (tmp_path / "out" / "leaderboard.md").read_text()

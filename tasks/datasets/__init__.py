@@ -83,6 +83,8 @@ def load_rgb(path):
         raise MissingFileError(f"image {path} does not exist") from None
     except OSError as exc:
         raise BadInputError(f"cannot read image {path}: {exc}") from None
+    except Image.DecompressionBombError as exc:  # refused, not read: its pixels would fill the memory
+        raise BadInputError(f"image {path} is refused: {exc} (PIL.Image.MAX_IMAGE_PIXELS)") from exc
 
 
 def read_label_png(path):
@@ -95,7 +97,7 @@ def read_label_png(path):
             return im.mode, np.array(im)
     except FileNotFoundError:
         raise MissingFileError(f"label map {path} does not exist") from None
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise BadInputError(f"cannot read label map {path}: {exc}") from exc
 
 

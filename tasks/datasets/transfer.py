@@ -33,7 +33,7 @@ class FileImages(NamedImages):
         self.folder, self.identity, self.classes = Path(folder), identity, list(classes)
         self.paths = [Path(p) for p in paths]
         self.names = [p.relative_to(self.folder).as_posix() for p in self.paths]
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = _labels(identity, targets)
         if not self.paths:
             raise BadInputError(f"{identity}: the annotations list no image")
         missing = [p for p in self.paths if not p.is_file()]
@@ -58,7 +58,7 @@ class ArrayImages(NamedImages):
 
     def __init__(self, identity: str, names, targets, classes, files, rows):
         self.identity, self.names, self.classes = identity, list(names), list(classes)
-        self.targets = np.asarray(targets, dtype=np.int64)
+        self.targets = _labels(identity, targets)
         self.files, self._rows = [Path(f) for f in files], rows
         _check_targets(identity, self.targets, self.classes)
 
@@ -68,6 +68,18 @@ class ArrayImages(NamedImages):
 
     def load_image(self, i: int):
         return Image.fromarray(np.ascontiguousarray(self._rows(int(i))), "RGB")
+
+
+def _labels(identity: str, targets) -> np.ndarray:
+    """Labels as int64: whole numbers only (a string, float or bool label is an error naming the dataset)."""
+    labels = np.asarray(targets)
+    if labels.size == 0:
+        return labels.astype(np.int64).reshape(-1)
+    if labels.dtype.kind not in "iu":
+        first = next((t for t in labels.reshape(-1) if not isinstance(t, (int, np.integer)) or isinstance(t, bool)),
+                     labels.reshape(-1)[0])
+        raise BadInputError(f"{identity}: labels must be whole numbers, found {first!r} ({labels.dtype})")
+    return labels.astype(np.int64)
 
 
 def _check_targets(identity, targets, classes) -> None:
@@ -115,9 +127,22 @@ def _unpickle(path: Path) -> dict:
         raise MissingFileError(f"CIFAR batch {path} does not exist")
     try:
         with open(path, "rb") as f:
-            return _ArrayUnpickler(io.BufferedReader(f), encoding="bytes").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+            batch = _ArrayUnpickler(io.BufferedReader(f), encoding="bytes").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError) as e:  # a damaged pickle fails in many ways
         raise BadInputError(f"cannot read CIFAR batch {path}: {e}") from None
+    if not isinstance(batch, dict):
+        raise BadInputError(f"CIFAR batch {path}: unpickles to a {type(batch).__name__}, not a dict of "
+                            "data and labels")
+    return batch
+
+
+def _names(path: Path, key: bytes) -> list[str]:
+    """The class names stored under `key` in a CIFAR meta file (a list of bytes)."""
+    names = _unpickle(path).get(key)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, (bytes, str)) for n in names):
+        raise BadInputError(f"CIFAR meta file {path}: {key.decode()} is not a list of class names")
+    return [n.decode() if isinstance(n, bytes) else n for n in names]
 
 
 def _cifar_split(folder: Path, files, label_key: bytes, classes, identity):
@@ -127,8 +152,12 @@ def _cifar_split(folder: Path, files, label_key: bytes, classes, identity):
         try:
             x = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             y = list(batch[label_key])
-        except (KeyError, ValueError) as e:
-            raise BadInputError(f"CIFAR batch {folder / name}: not a CIFAR python batch ({e})") from None
+        except (KeyError, ValueError, TypeError) as e:
+            raise BadInputError(f"CIFAR batch {folder / name}: not a CIFAR python batch ({type(e).__name__}: {e})") \
+                from None
+        if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in y):
+            wrong = next(t for t in y if not isinstance(t, (int, np.integer)) or isinstance(t, bool))
+            raise BadInputError(f"CIFAR batch {folder / name}: labels must be whole numbers, found {wrong!r}")
         if len(y) != len(x):
             raise BadInputError(f"CIFAR batch {folder / name}: {len(x)} images but {len(y)} labels")
         data.append(x)
@@ -140,7 +169,7 @@ def _cifar_split(folder: Path, files, label_key: bytes, classes, identity):
 
 def read_cifar10(folder: Path):
     """`cifar-10-batches-py/`: data_batch_1..5 (train, 50,000), test_batch (10,000), batches.meta."""
-    classes = [c.decode() for c in _unpickle(folder / "batches.meta")[b"label_names"]]
+    classes = _names(folder / "batches.meta", b"label_names")
     train = [f"data_batch_{i}" for i in range(1, 6)]
     return (_cifar_split(folder, train, b"labels", classes, f"cifar10:{folder}/train"),
             _cifar_split(folder, ["test_batch"], b"labels", classes, f"cifar10:{folder}/test"))
@@ -148,7 +177,7 @@ def read_cifar10(folder: Path):
 
 def read_cifar100(folder: Path):
     """`cifar-100-python/`: train (50,000), test (10,000), meta; the 100 fine labels."""
-    classes = [c.decode() for c in _unpickle(folder / "meta")[b"fine_label_names"]]
+    classes = _names(folder / "meta", b"fine_label_names")
     return (_cifar_split(folder, ["train"], b"fine_labels", classes, f"cifar100:{folder}/train"),
             _cifar_split(folder, ["test"], b"fine_labels", classes, f"cifar100:{folder}/test"))
 
@@ -164,17 +193,31 @@ def _loadmat(path: Path) -> dict:
         raise BadInputError(f"cannot read annotation file {path}: {e}") from None
 
 
+def _mat_integers(path: Path, key: str) -> np.ndarray:
+    """The whole numbers stored under `key` in a .mat file (an error naming the file and the key otherwise)."""
+    mat = _loadmat(path)
+    if key not in mat:
+        raise BadInputError(f"annotation file {path} has no {key!r} (it has {sorted(k for k in mat if not k.startswith('__'))})")
+    values = np.atleast_1d(np.asarray(mat[key]))
+    if values.size == 0 or values.dtype.kind not in "iuf" or not np.all(np.mod(values, 1) == 0):
+        raise BadInputError(f"annotation file {path}: {key!r} is not a list of whole numbers")
+    return values.reshape(-1).astype(np.int64)
+
+
 def read_flowers102(folder: Path):
     """`flowers-102/`: jpg/image_NNNNN.jpg, imagelabels.mat (labels 1..102), setid.mat (trnid, valid, tstid).
     Train pool: train + val (20 images per class); test: tstid."""
-    labels = np.atleast_1d(_loadmat(folder / "imagelabels.mat")["labels"]).astype(np.int64) - 1
-    sets = _loadmat(folder / "setid.mat")
+    labels = _mat_integers(folder / "imagelabels.mat", "labels") - 1
+    sets = {key: _mat_integers(folder / "setid.mat", key) for key in ("trnid", "valid", "tstid")}
     classes = [f"flower {k}" for k in range(1, 103)]
 
     def split(ids, what):
-        ids = np.sort(np.atleast_1d(ids).astype(np.int64))
-        if ids.min() < 1 or ids.max() > len(labels):
-            raise BadInputError(f"{folder / 'setid.mat'}: {what} ids outside 1..{len(labels)}")
+        ids = np.sort(ids)
+        if ids.min() < 1:
+            raise BadInputError(f"{folder / 'setid.mat'}: {what} ids must be >= 1, found {ids.min()}")
+        if ids.max() > len(labels):  # the ids may be right and the label list short
+            raise BadInputError(f"{folder / 'imagelabels.mat'} has {len(labels)} labels, but {folder / 'setid.mat'} "
+                                f"lists image {ids.max()} in {what}")
         paths = [folder / "jpg" / f"image_{i:05d}.jpg" for i in ids]
         return FileImages(f"flowers102:{folder}/{what}", folder, paths, labels[ids - 1], classes)
 
@@ -222,9 +265,12 @@ class _H5Rows:
     def __call__(self, i: int) -> np.ndarray:
         import h5py
 
-        if self._pid != os.getpid():
-            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
-        return self._file[self.key][i]
+        try:
+            if self._pid != os.getpid():
+                self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+            return self._file[self.key][i]
+        except (OSError, KeyError, ValueError) as e:  # a corrupt chunk shows only when its rows are read
+            raise BadInputError(f"cannot read image {i} of {self.path} ({self.key}): {e}") from e
 
     def __getstate__(self):
         return {"path": self.path, "key": self.key, "_file": None, "_pid": None}
@@ -256,11 +302,37 @@ def read_pcam(folder: Path):
 
 # --- through torchvision.datasets ------------------------------------------------------------------------
 
+def _check_breeds(folder: Path, parts: dict) -> None:
+    """Pets names each image by its breed (`<Breed>_<n>.jpg`): an annotation whose class is not the class of the
+    other images of that breed is an error naming the annotation file and the image."""
+    from collections import Counter
+
+    votes: dict[str, Counter] = {}
+    for items in parts.values():
+        for path, label in items:
+            votes.setdefault(Path(path).stem.rsplit("_", 1)[0], Counter())[label] += 1
+    breed_of = {}
+    for breed, counts in votes.items():
+        label = counts.most_common(1)[0][0]
+        if label in breed_of:
+            raise BadInputError(f"{folder / 'annotations'}: breeds {breed_of[label]} and {breed} have the same "
+                                f"class {label + 1}")
+        breed_of[label] = breed
+    majority = {breed: label for label, breed in breed_of.items()}
+    for split, items in parts.items():
+        for path, label in items:
+            breed = Path(path).stem.rsplit("_", 1)[0]
+            if label != majority[breed]:
+                raise BadInputError(f"{folder / 'annotations' / (split + '.txt')}: {Path(path).stem} is class "
+                                    f"{label + 1}, but its file name is of breed {breed} (class {majority[breed] + 1})")
+
+
 def read_pets(folder: Path):
     """`oxford-iiit-pet/`: images/*.jpg, annotations/{trainval,test}.txt (37 breeds)."""
     from torchvision.datasets import OxfordIIITPet
 
     parts = {s: _torchvision(OxfordIIITPet, folder.parent, split=s) for s in ("trainval", "test")}
+    _check_breeds(folder, {s: list(zip(d._images, d._labels)) for s, d in parts.items()})
     classes = parts["trainval"].classes
     return tuple(FileImages(f"pets:{folder}/{s}", folder, d._images, d._labels, classes) for s, d in parts.items())
 
