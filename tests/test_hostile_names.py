@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from lowshot.benchmark.leaderboard import build, load_summary
+from lowshot.benchmark.leaderboard import load_summary, write_tables
 from lowshot.benchmark.plots import draw_task
 from lowshot.benchmark.records import record_path, write_record
 from lowshot.benchmark.report import render
@@ -25,6 +25,12 @@ SCRIPT = "<!--<script>"
 MATH_BROKEN = "m$\\notacommand{$"  # invalid mathtext: matplotlib would stop the figure
 MATH_VALID = "$\\alpha$-net"  # valid mathtext: would be drawn as a Greek letter, not as its name
 UNDERSCORE = "_hidden"  # matplotlib leaves labels starting with _ out of legends
+
+
+def _tables(results, out):
+    """What `lowshot leaderboard RESULTS --out OUT` writes, without the published reference rows."""
+    frame, summary = load_summary(results, reference=None)
+    return write_tables(frame, summary, out)
 
 
 def _record(results, model, score, task="imagenet-lowshot", setting="1img", seed=1, family="classification",
@@ -65,7 +71,7 @@ def test_markdown_tables_show_hostile_names_as_text_in_their_own_cell(tmp_path):
     names = [XSS, PIPE, "back\\slash|", "a&b \"quoted\" 'single'"]
     for i, name in enumerate(names):
         _record(tmp_path / "runs", name, 40.0 + i, method=name)
-    md = build(tmp_path / "runs", tmp_path / "out", reference=None)["markdown"].read_text()
+    md = _tables(tmp_path / "runs", tmp_path / "out")["markdown"].read_text()
     page = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
     parsed = _Cells()
     parsed.feed(page)
@@ -102,7 +108,7 @@ def _csv(path):
 def test_csv_tables_neutralise_formula_cells_and_keep_numbers(tmp_path):
     for i, name in enumerate(FORMULAS):
         _record(tmp_path / "runs", name, -1.5 - i)
-    paths = build(tmp_path / "runs", tmp_path / "out", reference=None)
+    paths = _tables(tmp_path / "runs", tmp_path / "out")
     for table in ("records", "summary", "leaderboard"):
         rows = _csv(paths[table])
         assert {r["model"] for r in rows} == {"'" + name.replace("\r", "\n") for name in FORMULAS}, table
@@ -120,7 +126,7 @@ def test_csv_tables_neutralise_formula_cells_and_keep_numbers(tmp_path):
 
 def test_csv_column_names_from_records_are_neutralised(tmp_path):
     _record(tmp_path / "runs", "dino", 50.0, task="=cmd|' /C calc'!A0", family="classification")
-    paths = build(tmp_path / "runs", tmp_path / "out", reference=None)
+    paths = _tables(tmp_path / "runs", tmp_path / "out")
     with open(paths["leaderboard"], newline="") as f:
         header = next(csv.reader(f))
     assert all(not h.startswith(("=", "+", "-", "@")) for h in header)

@@ -30,7 +30,7 @@ def launch(args, models: list[str], check_settings, bench) -> int:
     """`lowshot bench` with --launcher or --shard. `models` are resolved names; `check_settings(settings, tasks)`
     rejects a --setting of no task; `bench(args)` runs a run in this process (for a shard)."""
     from .. import distributed
-    from ..label_free import SETTING as LABEL_FREE
+    from lowshot.tasks.spectrum import LABEL_FREE
 
     if distributed.launched_by_torchrun():
         raise BadInputError("--launcher and --shard are not for torchrun (which shards one extraction): run them "
