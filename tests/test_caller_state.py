@@ -56,12 +56,13 @@ def test_a_fit_keeps_the_callers_thread_count():
 
 
 def test_a_bench_run_keeps_the_callers_warnings_filters(tmp_path):
-    warnings.simplefilter("error", UserWarning)  # the caller's own filters (pytest restores them afterwards)
-    filters = list(warnings.filters)
-    assert main(["bench", "--model", "dino-tiny", "--task", "embedded-lowshot", "--setting", "1percent",
-                 "--classifier", "knn", "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"),
-                 "--workers", "0", "--quiet"]) == 0
-    assert warnings.filters == filters
+    with warnings.catch_warnings():  # restored here, also where pytest's warnings plugin is off (-p no:warnings)
+        warnings.simplefilter("error", UserWarning)  # the caller's own filters
+        filters = list(warnings.filters)
+        assert main(["bench", "--model", "dino-tiny", "--task", "embedded-lowshot", "--setting", "1percent",
+                     "--classifier", "knn", "--results", str(tmp_path / "r"), "--cache", str(tmp_path / "c"),
+                     "--workers", "0", "--quiet"]) == 0
+        assert warnings.filters == filters
 
 
 def _training_vit():
