@@ -78,6 +78,7 @@ def dino_copy(tmp_path, source=DINO_FIXTURE, name="model.pth") -> Path:
 # --------------------------------------------------------------------------- 1. stale records
 
 
+@pytest.mark.slow
 def test_other_heads_compute_new_records_never_the_old_numbers(tmp_path):
     path = dino_copy(tmp_path)
     assert bench(tmp_path, model=["--model", str(path), "--method", "dino", "--num-heads", "3"])[0] == 0
@@ -95,6 +96,7 @@ def test_other_heads_compute_new_records_never_the_old_numbers(tmp_path):
     assert sorted(set(summary["variant"])) == ["num_heads=3", "num_heads=4"]  # two rows, never one mean
 
 
+@pytest.mark.slow
 def test_another_method_or_lambda_rule_computes_new_records(tmp_path):
     path = dino_copy(tmp_path)
     assert bench(tmp_path, model=["--model", str(path), "--method", "dino", "--num-heads", "3"])[0] == 0
@@ -112,6 +114,7 @@ def test_another_method_or_lambda_rule_computes_new_records(tmp_path):
     assert len(classifiers) == 5 and {c for c, _ in classifiers} == {"logreg", "knn", "logreg λ=cv"}
 
 
+@pytest.mark.slow
 def test_another_checkpoint_with_the_same_file_name(tmp_path):
     path = dino_copy(tmp_path)
     model = ["--model", str(path), "--method", "dino", "--num-heads", "3"]

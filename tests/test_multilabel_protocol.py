@@ -70,6 +70,7 @@ def write_coco(root, n_train=60, n_val=20):
     return root
 
 
+@pytest.mark.slow
 def test_voc07_end_to_end_splits_saved_and_reused(tmp_path):
     data = write_voc07(tmp_path / "voc")
     results = tmp_path / "results"
@@ -104,6 +105,7 @@ def test_voc07_end_to_end_splits_saved_and_reused(tmp_path):
         {k: r["metrics"]["map"] for k, r in by.items()}
 
 
+@pytest.mark.slow
 def test_coco_end_to_end(tmp_path, capsys):
     write_coco(tmp_path / "coco")
     results = tmp_path / "results"

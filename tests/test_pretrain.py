@@ -314,6 +314,7 @@ def test_tiny_registry_entries_load():
         assert feats["patch"].shape == (1, 64, entry.embed_dim)
 
 
+@pytest.mark.slow
 def test_tiny_models_beat_random_init():
     """The shipped weights learned something: the linear probe of `make pretrain-tiny` (40 labelled images per
     class, 800 test images, 16 classes) puts every pretrained tiny model well above `random-tiny` (measured:

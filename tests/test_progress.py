@@ -52,6 +52,7 @@ def test_a_long_description_leaves_the_bar_room_on_a_narrow_terminal():
     assert fitted("x" * 100, 60) == "…" + "x" * 23
 
 
+@pytest.mark.slow
 def test_plan_progress_named_warnings_and_the_non_converged_list(tmp_path, capsys, monkeypatch):
     """A solver capped at 2 iterations: each record's warning names it, the end-of-run table marks it and the run
     ends with the list; a second run plans nothing to compute."""
