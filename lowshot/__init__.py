@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {  # public name -> module that defines it
     "load_model": "lowshot.model_zoo.loading",
+    "evaluate": "lowshot.benchmark.api",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
