@@ -305,7 +305,15 @@ def cmd_pretrain(args) -> int:
     if cfg.data == "embedded":  # the model zoo knows no dataset: the embedded scenes are passed in from here
         from lowshot.tasks.datasets.synthetic import SyntheticScenes
         source = SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
-    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source)
+    evaluations = None
+    if args.eval_every:  # low-shot scores of the EMA teacher while it trains (benchmark.pretrain_evaluations)
+        from .pretrain_evaluations import start_evaluations
+        evaluations = start_evaluations(args, cfg)
+    t0 = time.perf_counter()
+    result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source,
+                   on_step=evaluations)
+    if evaluations:
+        print(evaluations.report(args.out, time.perf_counter() - t0))
     return 0 if result["step"] >= cfg.steps else 1
 
 
@@ -408,7 +416,21 @@ def _leaderboard_arguments(lb) -> None:
 def _pretrain_arguments(pt) -> None:
     from lowshot.model_zoo.pretrain.cli import add_pretrain_arguments
 
+    from lowshot.tasks.classifiers import CLASSIFIERS
+    from lowshot.tasks.registry import TASKS
+
     add_pretrain_arguments(pt).set_defaults(func=cmd_pretrain)
+    ev = pt.add_argument_group("low-shot scores while training (of the EMA teacher, as `lowshot bench` reads it)")
+    ev.add_argument("--eval-every", type=_at_least(1), metavar="N",
+                    help="evaluate every N steps (and at step 0); writes OUT/evaluations.csv and the curve")
+    ev.add_argument("--eval-task", action="append", choices=list(TASKS), metavar="TASK",
+                    help="task to evaluate on (repeatable; default: embedded-lowshot)")
+    ev.add_argument("--eval-setting", nargs="+", help="settings (default: 1img 5img; `lowshot tasks` lists them)")
+    ev.add_argument("--eval-classifier", nargs="+", choices=list(CLASSIFIERS),
+                    help="classifiers (default: knn logreg)")
+    ev.add_argument("--eval-images", type=_at_least(1), metavar="N",
+                    help="score on N evenly spaced evaluation images, the same at every step (default: all)")
+    ev.add_argument("--eval-data-root", help="root of the real datasets of --eval-task (as bench --data-root)")
 
 
 def _plot_arguments(pl) -> None:

@@ -141,3 +141,17 @@ def _heads_from_rope(sd: dict, arch: Architecture) -> int | None:
     """DINOv3 stores head_dim / 4 RoPE periods: the one file format whose head count the weights do give."""
     periods = sd.get("rope_embed.periods")
     return arch.embed_dim // (4 * periods.numel()) if periods is not None else None
+
+
+def vit_in_memory(vit: torch.nn.Module, method: str, num_heads: int, name: str) -> FeatureExtractor:
+    """A timm VisionTransformer held in memory (`lowshot pretrain`'s EMA teacher during training) evaluated by
+    `method`'s rules, as `load_model` evaluates the same weights saved to a file; its identity is a digest of its
+    weights now (the same module one step later is another model)."""
+    from .backbones import ViTBackbone
+    from .sources import state_digest
+
+    config = eval_config(method)
+    info = ModelInfo(name, method, f"<in memory: {type(vit).__name__}>", state_digest(vit), "lowshot", "teacher",
+                     infer_architecture(vit.state_dict()), num_heads, source="memory",
+                     revision="in memory: weights digest")
+    return FeatureExtractor(ViTBackbone(vit, config.pos_embed_rule), config, info)
