@@ -119,3 +119,45 @@ def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         else:
             paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}")
     return paths
+
+
+def series_figure(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Score vs. training step of checkpoint series (records with a `training_step`, `lowshot bench --model
+    'GLOB:name=RUN'`): a panel per (task, setting), a line per run and classifier, the mean over seeds with
+    ± sample std as error bars."""
+    rows = frame[frame["training_step"].notna() & (frame["family"] != "label-free")]
+    if rows.empty:
+        raise BadInputError("no record has a training step: evaluate a series of checkpoints first "
+                            "(lowshot bench --model 'runs/a/ckpt*.pth:name=run-a')")
+    rows = rows.assign(run=rows["run"].fillna(rows["model"]), training_step=rows["training_step"].astype(float))
+    points = rows.groupby(["task", "setting", "classifier", "run", "training_step"], sort=True)["score"].agg(
+        ["mean", "std", "count"]).reset_index()
+    panels = list(dict.fromkeys(zip(rows["task"], rows["setting"])))
+    columns = min(3, len(panels))
+    fig, axes = new_figure(math.ceil(len(panels) / columns), columns, figsize=(4.4 * columns,
+                           3.4 * math.ceil(len(panels) / columns)), dpi=150, squeeze=False)
+    lines = list(dict.fromkeys(zip(points["run"], points["classifier"])))
+    units = " / ".join(sorted(set(rows["step_unit"].dropna()))) or "step"
+    for ax, (task, setting) in zip(axes.flat, panels):
+        entry = declaration(task)
+        for i, (run, classifier) in enumerate(lines):
+            part = points[(points["task"] == task) & (points["setting"] == setting) & (points["run"] == run)
+                          & (points["classifier"] == classifier)]
+            if part.empty:
+                continue
+            ax.errorbar(part["training_step"], part["mean"], yerr=part["std"].where(part["count"] > 1), capsize=3,
+                        marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
+                        linestyle=LINES[(i // len(COLOURS)) % len(LINES)], markersize=5, linewidth=1.3,
+                        label=f"{run} ({classifier})")
+        label = next((s.label for s in entry.declared_settings if s.name == setting), setting) if entry else setting
+        ax.set_title(f"{task}, {setting} ({label})", fontsize=9)
+        ax.set_xlabel(f"training {units}")
+        ax.set_ylabel(entry.protocol.metric_label if entry else "score", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.text(0.01, 0.01, "Mean over seeds, error bars ± sample std (none with one seed); x: the training step each "
+             "checkpoint's file (or file name) gives.", fontsize=7.5, va="bottom")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return save_figure(fig, Path(out_dir) / "series")

@@ -104,10 +104,12 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     if layout not in LAYOUTS:
         raise UnknownNameError(f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
     config = ckpt.get("config", {}) if layout == "lowshot" else {}
+    step = training_step(ckpt, layout, config)
     known = entry.method if entry else config.get("method")
     method = method or known
     if method not in METHODS:
-        raise BadInputError(f"{path}: pass method= one of {sorted(METHODS)} (got {method!r})")
+        raise BadInputError(f"{path}: pass --method, one of {', '.join(sorted(METHODS))} (method= in Python; got "
+                            f"{method!r})")
     release_methods = (known,) if known else LAYOUTS[layout].methods
     if release_methods and method not in release_methods:
         warnings.warn(f"{path}: its layout {layout} is a {' / '.join(release_methods)} release format, but the "
@@ -118,8 +120,8 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     given_heads = num_heads
     num_heads = num_heads or (entry.num_heads if entry else config.get("num_heads")) or _heads_from_rope(sd, arch)
     if not num_heads:
-        raise BadInputError(f"{path}: num_heads cannot be inferred from the weights; pass num_heads= "
-                            "(ViT-S: 6, ViT-B: 12, ViT-L: 16, ViT-H: 16)")
+        raise BadInputError(f"{path}: the number of attention heads cannot be inferred from the weights; pass "
+                            "--num-heads (num_heads= in Python; ViT-S: 6, ViT-B: 12, ViT-L: 16, ViT-H: 16)")
     if given_heads and not entry and arch.embed_dim != PUBLIC_HEAD_DIM * num_heads:
         public = (f"num_heads={arch.embed_dim // PUBLIC_HEAD_DIM} would give it" if arch.embed_dim % PUBLIC_HEAD_DIM == 0
                   else f"no head count gives it on this width")
@@ -133,8 +135,18 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     config = entry.eval_config if entry and method == entry.method else eval_config(method)
     backbone = build_backbone(arch, num_heads, sd, config.pos_embed_rule, str(path))
     info = ModelInfo(entry.name if entry else path.name, method, str(path), digest, layout, weights, arch, num_heads,
-                     source="registry" if entry else "file")
+                     source="registry" if entry else "file", training_step=step)
     return FeatureExtractor(backbone, config, info, bf16=bf16).to(device)
+
+
+def training_step(ckpt, layout: str, config: dict) -> dict | None:
+    """{"value", "unit", "from"} of the training step a checkpoint stores: the steps done of a `lowshot pretrain`
+    backbone, the epoch of a DINO / iBOT full checkpoint or an MSN one; None for the other layouts."""
+    if layout == "lowshot" and isinstance(config.get("steps_done"), int):
+        return {"value": config["steps_done"], "unit": "step", "from": "checkpoint (steps_done)"}
+    if layout in ("dino_full", "ibot_full", "msn") and isinstance(ckpt.get("epoch"), int):
+        return {"value": ckpt["epoch"], "unit": "epoch", "from": "checkpoint (epoch)"}
+    return None
 
 
 def _heads_from_rope(sd: dict, arch: Architecture) -> int | None:

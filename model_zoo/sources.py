@@ -217,14 +217,39 @@ def _timm_weights(name: str) -> tuple[Path, str]:
 
 
 def _hub_file(repo: str, filename: str, what: str, instead: str) -> Path:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
+    with contextlib.suppress(Exception):  # in the local hub cache: no network needed
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
+    unreachable = _unreachable(constants.ENDPOINT)
+    if unreachable:  # offline: say so at once rather than after the hub client's retries (about 30 s)
+        raise MissingFileError(f"{what}: {filename} of {repo} is not in the local Hugging Face cache and the hub "
+                               f"cannot be reached ({unreachable}); download it on a machine with network and pass "
+                               f"{instead}")
     try:
         return Path(hf_hub_download(repo, filename))
-    except Exception as e:  # offline, unknown repo, gated: the hub raises many kinds
+    except Exception as e:  # unknown repo, gated, network lost: the hub raises many kinds
         raise MissingFileError(f"{what}: could not fetch {filename} of {repo} from the Hugging Face hub "
                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); "
                                f"download it on a machine with network and pass {instead}") from None
+
+
+def _unreachable(endpoint: str, timeout: float = 3.0) -> str:
+    """'' when a TCP connection to the hub's host opens within `timeout` seconds, else why not (offline, no DNS,
+    `HF_HUB_OFFLINE` set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {type(e).__name__}: {e}"
+    return ""
 
 
 def _revision(path: Path) -> str:

@@ -131,3 +131,35 @@ def test_a_py_module_without_a_file_loads_with_its_weights_as_identity(monkeypat
     model = load_model("py:lowshot_notebook_models:make")
     assert "without a source file" in model.info.revision and "without a file" in model.info.checkpoint
     assert len(model.info.sha256) == 64
+
+
+def test_a_models_transform_is_callable_and_feeds_extract():
+    from PIL import Image
+
+    model = load_model("dino-tiny", progress=False)
+    transform = model.transform(72, 64)
+    image = Image.new("RGB", (100, 80), (200, 30, 90))
+    x = transform(image)
+    assert x.shape == (3, 64, 64) and torch.equal(x, transform.build()(image))
+    assert model.extract(x.unsqueeze(0), ["cls"])["cls"].shape == (1, model.embed_dim)
+
+
+def test_an_offline_hub_name_fails_at_once_without_trying_the_network(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from lowshot.model_zoo.errors import MissingFileError
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # nothing cached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    calls = []
+    real = huggingface_hub.hf_hub_download
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+    with pytest.raises(MissingFileError, match="cannot be reached \\(HF_HUB_OFFLINE is set\\).*--weights-file"):
+        load_model("timm:vit_small_patch16_224.dino")
+    assert calls == [True]  # the local cache was looked at, the network never
