@@ -180,7 +180,7 @@ def _bench(args) -> int:
         print(plan_text([plan for _, plans in planned for _, _, plan in plans]), flush=True)
     written = []
     for spec, plans in planned:
-        model = load_spec(spec, **load) if any(plan.todo for _, _, plan in plans) else None  # loaded again
+        model = load_spec(spec, again=True, **load) if any(plan.todo for _, _, plan in plans) else None
         for entry, task, plan in plans:
             if rank == 0:
                 print(f"== {plan.model} on {entry.name}", flush=True)

@@ -88,11 +88,24 @@ def series_name(run: str, step: dict | None, path: str) -> str:
     return f"{run}@{step['unit']}{step['value']}" if step else f"{run}/{Path(path).name}"
 
 
-def load_spec(spec: ModelSpec, **load_kwargs):
-    """Load one model of a spec (`model_zoo.load_model` arguments), named and with its training step."""
-    from lowshot.model_zoo import load_model
+def series_of(name: str) -> tuple[str, float] | None:
+    """(run, step) of a model named by `series_name` (`run@step1000`), else None."""
+    match = re.fullmatch(r"(.+)@(?:step|epoch)(\d+)", name)
+    return (match.group(1), float(match.group(2))) if match else None
 
-    model = load_model(spec.source, **load_kwargs)
+
+def load_spec(spec: ModelSpec, again: bool = False, **load_kwargs):
+    """Load one model of a spec (`model_zoo.load_model` arguments), named and with its training step. `again`: it
+    was loaded before in this run (to plan it), and its warnings were shown then."""
+    import warnings
+
+    from lowshot.model_zoo import load_model
+    from lowshot.model_zoo.errors import LowshotWarning
+
+    with warnings.catch_warnings():
+        if again:
+            warnings.simplefilter("ignore", LowshotWarning)
+        model = load_model(spec.source, **load_kwargs)
     step = spec.step or model.info.training_step or (step_from_name(spec.source) if Path(spec.source).is_file()
                                                      else None)
     if spec.name:

@@ -52,16 +52,18 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     chance = chance_level(rows)
     fig, ax = new_figure(figsize=(8.0, 4.9), dpi=150)
     handles = []
-    for i, model in enumerate(sorted(set(rows["curve"]))):
-        style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)], markersize=7,
-                     markeredgewidth=1.5)
+    curves = sorted(set(rows["curve"]))
+    styles = curve_styles(curves)
+    for i, model in enumerate(curves):
+        style = dict(marker=styles[model]["marker"], color=styles[model]["color"], markersize=7, markeredgewidth=1.5)
+        shift = dodge(i, len(curves))
         for source in ("ours", "published"):
             part = rows[(rows["curve"] == model) & (rows["kind"] == source)]
             if part.empty:
                 continue
-            part = part.assign(x=part["setting"].map(xs)).sort_values("x")
+            part = part.assign(x=part["setting"].map(xs) * shift).sort_values("x")
             single = part["n_seeds"] <= 1
-            line = LINES[i % len(LINES)] if source == "ours" else "none"
+            line = styles[model]["line"] if source == "ours" else "none"
             face = style["color"] if source == "ours" else "white"
             bars = ax.errorbar(part["x"], part["mean"], yerr=part["std"].where(~single), capsize=3, linestyle=line,
                                linewidth=1.4, markerfacecolor=face, label=model if source == "ours" else None,
@@ -87,6 +89,44 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     fig.text(0.01, 0.01, caption(rows, chance_note(chance)), fontsize=7.5, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+DODGE_SPAN = 0.16  # decades of the log x axis the models of one setting spread over (settings are >= 0.3 apart)
+
+
+def dodge(i: int, n: int) -> float:
+    """The factor that moves model `i` of `n` off its setting's x (log axis), so that no two error bars overlap."""
+    if n <= 1:
+        return 1.0
+    step = min(0.03, DODGE_SPAN / (n - 1))
+    return 10 ** ((i - (n - 1) / 2) * step)
+
+
+def curve_styles(curves: list[str]) -> dict[str, dict]:
+    """Marker, colour and line of each curve: the checkpoints of one series (`run@step<N>`) share the run's marker
+    and line and take colours of a sequential map by step (light = early); other models combine the palette's
+    colours with markers and line styles (distinct up to 40 models)."""
+    from matplotlib import colormaps
+
+    from .model_specs import series_of
+
+    runs: dict[str, list] = {}
+    for c in curves:
+        if (found := series_of(c.split(" [")[0])) is not None:
+            runs.setdefault(found[0], []).append((found[1], c))
+    styles, other = {}, 0
+    for j, (run, members) in enumerate(sorted(runs.items())):
+        if len(members) < 2:
+            continue
+        for k, (_, c) in enumerate(sorted(members)):
+            styles[c] = dict(marker=MARKERS[j % len(MARKERS)], line=LINES[j % len(LINES)],
+                             color=colormaps["viridis"](0.85 - 0.75 * k / (len(members) - 1)))
+    for c in curves:
+        if c not in styles:
+            styles[c] = dict(marker=MARKERS[other % len(MARKERS)], color=COLOURS[other % len(COLOURS)],
+                             line=LINES[(other // len(COLOURS)) % len(LINES)])
+            other += 1
+    return styles
 
 
 def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier: str | None = None,

@@ -2,6 +2,8 @@
 records, `lowshot plot series`."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 import torch
@@ -73,3 +75,26 @@ def test_plot_series_without_steps_is_one_clear_error(tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", "series", str(tmp_path / "r")]) == 2
     assert "no record has a training step" in capsys.readouterr().err
+
+
+def test_models_are_dodged_and_a_series_takes_a_sequential_colour_map():
+    from lowshot.benchmark.plots import DODGE_SPAN, curve_styles, draw_task, dodge
+
+    factors = [dodge(i, 12) for i in range(12)]
+    assert factors == sorted(factors) and len(set(factors)) == 12
+    assert math.log10(factors[-1] / factors[0]) <= DODGE_SPAN + 1e-12
+    curves = [f"run-a@step{s}" for s in (100, 1000, 300)] + [f"model-{i}" for i in range(12)]
+    styles = curve_styles(curves)
+    series = [styles[f"run-a@step{s}"] for s in (100, 300, 1000)]
+    assert len({s["marker"] for s in series}) == 1 and len({s["color"] for s in series}) == 3
+    assert [sum(s["color"][:3]) for s in series] == sorted((sum(s["color"][:3]) for s in series), reverse=True)
+    others = {(styles[c]["marker"], styles[c]["color"], styles[c]["line"]) for c in curves[3:]}
+    assert len(others) == 12  # beyond the palette's 8 colours, still one look per model
+
+    rows = [dict(model=m, variant="", method="dino", task="embedded-lowshot", family="classification",
+                 setting=s, classifier="knn", main_score="top1", config_digest=m, mean=10.0, std=1.0, n_seeds=3,
+                 seeds="1 2 3", num_train=16 * int(s[0]), per_class=float(s[0]), not_converged=0, chance=6.25,
+                 finished="", source="ours") for m in ("a", "b", "c") for s in ("1img", "2img")]
+    fig = draw_task(pd.DataFrame(rows), "embedded-lowshot", classifier="knn")
+    xs = {c.get_label(): tuple(c.lines[0].get_xdata()) for c in fig.axes[0].containers if c.get_label() in "abc"}
+    assert sorted(xs) == ["a", "b", "c"] and len({x[0] for x in xs.values()}) == 3  # apart at 1 image per class
