@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 MODEL   ?= maskcluster
 DATA    ?=
-RESULTS ?= runs/bench
+RESULTS ?= results/runs
 EMBEDDED_RESULTS := results/embedded
 
 STAMP := $(VENV)/.installed

@@ -148,12 +148,12 @@ def _check_settings(asked: list[str] | None, task_names: list[str]) -> None:
 
 
 def _bench(args) -> int:
-    from lowshot.model_zoo import load_model
     from lowshot.tasks.registry import TaskOptions, embedded_tasks, expand, get_task, real_tasks
 
     from . import distributed
     from .features import FeatureCache
     from .leaderboard import format_table, load_summary, not_converged, write_tables
+    from .model_specs import expand_models, load_spec
     from .planning import plan_task
     from .plots import family_plots
     from .runner import RunContext, run_task
@@ -185,19 +185,22 @@ def _bench(args) -> int:
     if not built:
         raise MissingFileError(f"no task to run: no dataset found under {args.data_root}")
     planned = []  # before any work: every model x task's records and feature sets
-    for name in resolve_models(args.model, embedded):
-        model = load_model(name, method=args.method, num_heads=args.num_heads, layout=args.layout,
-                           weights=args.weights, device=args.device, bf16=args.bf16, trust=args.trust_checkpoint,
-                           weights_file=args.weights_file)
-        planned.append((model, [(entry, task, plan_task(task, model, ctx)) for entry, task in built]))
+    load = dict(method=args.method, num_heads=args.num_heads, layout=args.layout, weights=args.weights,
+                device=args.device, bf16=args.bf16, trust=args.trust_checkpoint, weights_file=args.weights_file)
+    for spec in expand_models(resolve_models(args.model, embedded)):  # one model in memory at a time
+        model = load_spec(spec, **load)
+        planned.append((spec, [(entry, task, plan_task(task, model, ctx)) for entry, task in built]))
+        del model
     if rank == 0:
         print(plan_text([plan for _, plans in planned for _, _, plan in plans]), flush=True)
     written = []
-    for model, plans in planned:
+    for spec, plans in planned:
+        model = load_spec(spec, again=True, **load) if any(plan.todo for _, _, plan in plans) else None
         for entry, task, plan in plans:
             if rank == 0:
-                print(f"== {model.info.name} on {entry.name}", flush=True)
+                print(f"== {plan.model} on {entry.name}", flush=True)
             written += run_task(task, model, ctx, plan)
+        del model
     if args.extract_only:
         if rank == 0:
             ranks = f" over {distributed.world_size()} ranks" if sharded else ""
@@ -308,12 +311,15 @@ def cmd_status(args) -> int:
 
 def cmd_plot(args) -> int:
     from .leaderboard import load_summary
-    from .plots import family_plots, figure1
+    from .plots import family_plots, figure1, series_figure
 
     _existing_results(args.results)
-    _, summary = load_summary(args.results)
+    frame, summary = load_summary(args.results)
     out = args.out or args.results
-    paths = figure1(summary, out, args.task) if args.figure == "figure1" else family_plots(summary, out)
+    if args.figure == "series":
+        paths = series_figure(frame, out)
+    else:
+        paths = figure1(summary, out, args.task) if args.figure == "figure1" else family_plots(summary, out)
     for p in paths:
         print(p)
     return 0
@@ -327,8 +333,15 @@ def cmd_pretrain(args) -> int:
     if cfg.data == "embedded":  # the model zoo knows no dataset: the embedded scenes are passed in from here
         from lowshot.tasks.datasets.synthetic import SyntheticScenes
         source = SyntheticScenes(cfg.embedded_task, "train", cfg.img_size)
+    evaluations = None
+    if args.eval_every:  # low-shot scores of the EMA teacher while it trains (benchmark.pretrain_evaluations)
+        from .pretrain_evaluations import start_evaluations
+        evaluations = start_evaluations(args, cfg)
+    t0 = time.perf_counter()
     result = train(cfg, args.out, resume=args.resume, device=args.device, name=args.name, source=source,
-                   bf16=args.bf16)
+                   bf16=args.bf16, on_step=evaluations)
+    if evaluations:
+        print(evaluations.report(args.out, time.perf_counter() - t0))
     return 0 if result["step"] >= cfg.steps else 1
 
 
@@ -347,7 +360,7 @@ VERBS = {  # verb -> its help line (ARGUMENTS: the function that declares its op
     "bench": "run low-shot tasks for models and write result records",
     "leaderboard": "flatten result records into CSV and Markdown tables",
     "pretrain": "pretrain a ViT (DINO, iBOT, MSN, MAE, MaskCluster recipes)",
-    "plot": "figures from the records: figure1, or every family",
+    "plot": "figures from the records: figure1, every family, or checkpoint series (score vs. training step)",
     "report": "one self-contained HTML page: sortable tables, figures, provenance per cell",
     "status": "the jobs of a `lowshot bench --launcher slurm` run: done, running, pending, failed (with their logs); "
               "the leaderboard and report once all have ended",
@@ -387,7 +400,9 @@ def _bench_arguments(b) -> None:
 
     b.add_argument("--model", action="append", required=True,
                    help="registry name, checkpoint path, timm:<name>, hf:<repo or directory>, py:<module>:<factory>, a method "
-                   "(dino|ibot|mae|msn|maskcluster) or 'all'; repeatable")
+                   "(dino|ibot|mae|msn|maskcluster) or 'all'; repeatable. Options after it: ':name=NAME' records it "
+                   "as NAME; a quoted glob of checkpoint files ('runs/a/ckpt*.pth:name=run-a') is a series, each "
+                   "recorded as run-a@step<N> with the step its file (or file name; ':step=from-name') gives")
     b.add_argument("--task", action="append", choices=list(TASKS) + list(TASK_GROUPS), metavar="TASK",
                    help=f"task name (repeatable; {', '.join(TASKS)}), or 'transfer': every transfer dataset found "
                    "under --data-root; default: all embedded tasks, or all real tasks when --data-root is given")
@@ -448,12 +463,27 @@ def _leaderboard_arguments(lb) -> None:
 def _pretrain_arguments(pt) -> None:
     from lowshot.model_zoo.pretrain.cli import add_pretrain_arguments
 
+    from lowshot.tasks.classifiers import CLASSIFIERS
+    from lowshot.tasks.registry import TASKS
+
     add_pretrain_arguments(pt).set_defaults(func=cmd_pretrain)
+    ev = pt.add_argument_group("low-shot scores while training (of the EMA teacher, as `lowshot bench` reads it)")
+    ev.add_argument("--eval-every", type=_at_least(1), metavar="N",
+                    help="evaluate every N steps (and at step 0); writes OUT/evaluations.csv and the curve")
+    ev.add_argument("--eval-task", action="append", choices=list(TASKS), metavar="TASK",
+                    help="task to evaluate on (repeatable; default: embedded-lowshot)")
+    ev.add_argument("--eval-setting", nargs="+", help="settings (default: 1img 5img; `lowshot tasks` lists them)")
+    ev.add_argument("--eval-classifier", nargs="+", choices=list(CLASSIFIERS),
+                    help="classifiers (default: knn logreg)")
+    ev.add_argument("--eval-images", type=_at_least(1), metavar="N",
+                    help="score on N evenly spaced evaluation images, the same at every step (default: all)")
+    ev.add_argument("--eval-data-root", help="root of the real datasets of --eval-task (as bench --data-root)")
 
 
 def _plot_arguments(pl) -> None:
-    pl.add_argument("figure", choices=["figure1", "families"],
-                    help="figure1: the paper's Figure 1 (logistic regression); families: one figure per task")
+    pl.add_argument("figure", choices=["figure1", "families", "series"],
+                    help="figure1: the paper's Figure 1 (logistic regression); families: one figure per task; "
+                    "series: score vs. training step of checkpoint series, a panel per task setting, a line per run")
     pl.add_argument("results", nargs="?", default="results/runs",
                     help="results directory of `lowshot bench` (default: results/runs)")
     pl.add_argument("--out", help="output directory (default: the results directory)")

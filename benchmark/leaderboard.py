@@ -89,7 +89,8 @@ def chance(record: dict) -> float | None:
 
 
 RECORD_COLUMNS = KEYS + ["variant", "config_digest", "seed", "score", "num_train", "num_classes", "converged",
-                         "chance", "feature", "split_source", "dataset", "checkpoint_sha256", "finished", "path"]
+                         "chance", "feature", "split_source", "dataset", "checkpoint_sha256", "run", "training_step",
+                         "step_unit", "finished", "path"]
 
 
 def _family(record: dict) -> str:
@@ -103,7 +104,10 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
              "seed": r["seed"], "score": float(r["metrics"][r["main_score"]]), "num_train": r.get("num_train"),
              "num_classes": r.get("num_classes"), "converged": converged(r), "chance": chance(r),
              "feature": r.get("feature"), "split_source": r.get("split_source"), "dataset": r.get("dataset"),
-             "checkpoint_sha256": r.get("checkpoint_sha256"), "finished": r.get("finished", ""), "path": r.get("path")}
+             "checkpoint_sha256": r.get("checkpoint_sha256"), "run": r.get("run") or None,
+             "training_step": (r.get("training_step") or {}).get("value"),
+             "step_unit": (r.get("training_step") or {}).get("unit"), "finished": r.get("finished", ""),
+             "path": r.get("path")}
             for r, variant in zip(records, variants(records))]
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 

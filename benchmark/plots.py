@@ -53,16 +53,18 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     chance = chance_level(rows)
     fig, ax = new_figure(figsize=(8.0, 4.9), dpi=150)
     handles = []
-    for i, model in enumerate(sorted(set(rows["curve"]))):
-        style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)], markersize=7,
-                     markeredgewidth=1.5)
+    curves = sorted(set(rows["curve"]))
+    styles = curve_styles(curves)
+    for i, model in enumerate(curves):
+        style = dict(marker=styles[model]["marker"], color=styles[model]["color"], markersize=7, markeredgewidth=1.5)
+        shift = dodge(i, len(curves))
         for source in ("ours", "published"):
             part = rows[(rows["curve"] == model) & (rows["kind"] == source)]
             if part.empty:
                 continue
-            part = part.assign(x=part["setting"].map(xs)).sort_values("x")
+            part = part.assign(x=part["setting"].map(xs) * shift).sort_values("x")
             single = part["n_seeds"] <= 1
-            line = LINES[i % len(LINES)] if source == "ours" else "none"
+            line = styles[model]["line"] if source == "ours" else "none"
             face = style["color"] if source == "ours" else "white"
             bars = ax.errorbar(part["x"], part["mean"], yerr=part["std"].where(~single), capsize=3, linestyle=line,
                                linewidth=1.4, markerfacecolor=face, label=figure_text(model) if source == "ours" else None,
@@ -89,6 +91,44 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     fig.text(0.01, 0.01, caption(rows, chance_note(chance)), fontsize=7.5, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
+
+
+DODGE_SPAN = 0.16  # decades of the log x axis the models of one setting spread over (settings are >= 0.3 apart)
+
+
+def dodge(i: int, n: int) -> float:
+    """The factor that moves model `i` of `n` off its setting's x (log axis), so that no two error bars overlap."""
+    if n <= 1:
+        return 1.0
+    step = min(0.03, DODGE_SPAN / (n - 1))
+    return 10 ** ((i - (n - 1) / 2) * step)
+
+
+def curve_styles(curves: list[str]) -> dict[str, dict]:
+    """Marker, colour and line of each curve: the checkpoints of one series (`run@step<N>`) share the run's marker
+    and line and take colours of a sequential map by step (light = early); other models combine the palette's
+    colours with markers and line styles (distinct up to 40 models)."""
+    from matplotlib import colormaps
+
+    from .model_specs import series_of
+
+    runs: dict[str, list] = {}
+    for c in curves:
+        if (found := series_of(c.split(" [")[0])) is not None:
+            runs.setdefault(found[0], []).append((found[1], c))
+    styles, other = {}, 0
+    for j, (run, members) in enumerate(sorted(runs.items())):
+        if len(members) < 2:
+            continue
+        for k, (_, c) in enumerate(sorted(members)):
+            styles[c] = dict(marker=MARKERS[j % len(MARKERS)], line=LINES[j % len(LINES)],
+                             color=colormaps["viridis"](0.85 - 0.75 * k / (len(members) - 1)))
+    for c in curves:
+        if c not in styles:
+            styles[c] = dict(marker=MARKERS[other % len(MARKERS)], color=COLOURS[other % len(COLOURS)],
+                             line=LINES[(other // len(COLOURS)) % len(LINES)])
+            other += 1
+    return styles
 
 
 def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier: str | None = None,
@@ -121,3 +161,45 @@ def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         else:
             paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}")
     return paths
+
+
+def series_figure(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Score vs. training step of checkpoint series (records with a `training_step`, `lowshot bench --model
+    'GLOB:name=RUN'`): a panel per (task, setting), a line per run and classifier, the mean over seeds with
+    ± sample std as error bars."""
+    rows = frame[frame["training_step"].notna() & (frame["family"] != "label-free")]
+    if rows.empty:
+        raise BadInputError("no record has a training step: evaluate a series of checkpoints first "
+                            "(lowshot bench --model 'runs/a/ckpt*.pth:name=run-a')")
+    rows = rows.assign(run=rows["run"].fillna(rows["model"]), training_step=rows["training_step"].astype(float))
+    points = rows.groupby(["task", "setting", "classifier", "run", "training_step"], sort=True)["score"].agg(
+        ["mean", "std", "count"]).reset_index()
+    panels = list(dict.fromkeys(zip(rows["task"], rows["setting"])))
+    columns = min(3, len(panels))
+    fig, axes = new_figure(math.ceil(len(panels) / columns), columns, figsize=(4.4 * columns,
+                           3.4 * math.ceil(len(panels) / columns)), dpi=150, squeeze=False)
+    lines = list(dict.fromkeys(zip(points["run"], points["classifier"])))
+    units = " / ".join(sorted(set(rows["step_unit"].dropna()))) or "step"
+    for ax, (task, setting) in zip(axes.flat, panels):
+        entry = declaration(task)
+        for i, (run, classifier) in enumerate(lines):
+            part = points[(points["task"] == task) & (points["setting"] == setting) & (points["run"] == run)
+                          & (points["classifier"] == classifier)]
+            if part.empty:
+                continue
+            ax.errorbar(part["training_step"], part["mean"], yerr=part["std"].where(part["count"] > 1), capsize=3,
+                        marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
+                        linestyle=LINES[(i // len(COLOURS)) % len(LINES)], markersize=5, linewidth=1.3,
+                        label=f"{run} ({classifier})")
+        label = next((s.label for s in entry.declared_settings if s.name == setting), setting) if entry else setting
+        ax.set_title(f"{task}, {setting} ({label})", fontsize=9)
+        ax.set_xlabel(f"training {units}")
+        ax.set_ylabel(entry.protocol.metric_label if entry else "score", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.text(0.01, 0.01, "Mean over seeds, error bars ± sample std (none with one seed); x: the training step each "
+             "checkpoint's file (or file name) gives.", fontsize=7.5, va="bottom")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return save_figure(fig, Path(out_dir) / "series")

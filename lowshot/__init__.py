@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _LAZY = {  # public name -> module that defines it
     "load_model": "lowshot.model_zoo.loading",
+    "evaluate": "lowshot.benchmark.api",
+    "LowShotProbe": "lowshot.benchmark.probe",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -45,6 +45,8 @@ class ModelInfo:
     num_heads: int
     source: str = "file"  # "registry", "file", "timm", "hf", "py"
     revision: str = ""  # hub revision (commit) of the weights, when known
+    run: str = ""  # the training run a checkpoint of a series belongs to (`--model 'GLOB:name=RUN'`)
+    training_step: dict | None = None  # {"value", "unit" (step | epoch), "from"} when the file or its name says
 
 
 @contextlib.contextmanager

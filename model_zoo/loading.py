@@ -104,6 +104,7 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     if layout not in LAYOUTS:
         raise UnknownNameError(f"unknown layout {layout!r}; known: {', '.join(sorted(LAYOUTS))}")
     config = ckpt.get("config", {}) if layout == "lowshot" else {}
+    step = training_step(ckpt, layout, config)
     known = entry.method if entry else config.get("method")
     method = method or known
     if method not in METHODS:
@@ -134,11 +135,35 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     config = entry.eval_config if entry and method == entry.method else eval_config(method)
     backbone = build_backbone(arch, num_heads, sd, config.pos_embed_rule, str(path))
     info = ModelInfo(entry.name if entry else path.name, method, str(path), digest, layout, weights, arch, num_heads,
-                     source="registry" if entry else "file")
+                     source="registry" if entry else "file", training_step=step)
     return FeatureExtractor(backbone, config, info, bf16=bf16).to(device)
+
+
+def training_step(ckpt, layout: str, config: dict) -> dict | None:
+    """{"value", "unit", "from"} of the training step a checkpoint stores: the steps done of a `lowshot pretrain`
+    backbone, the epoch of a DINO / iBOT full checkpoint or an MSN one; None for the other layouts."""
+    if layout == "lowshot" and isinstance(config.get("steps_done"), int):
+        return {"value": config["steps_done"], "unit": "step", "from": "checkpoint (steps_done)"}
+    if layout in ("dino_full", "ibot_full", "msn") and isinstance(ckpt.get("epoch"), int):
+        return {"value": ckpt["epoch"], "unit": "epoch", "from": "checkpoint (epoch)"}
+    return None
 
 
 def _heads_from_rope(sd: dict, arch: Architecture) -> int | None:
     """DINOv3 stores head_dim / 4 RoPE periods: the one file format whose head count the weights do give."""
     periods = sd.get("rope_embed.periods")
     return arch.embed_dim // (4 * periods.numel()) if periods is not None else None
+
+
+def vit_in_memory(vit: torch.nn.Module, method: str, num_heads: int, name: str) -> FeatureExtractor:
+    """A timm VisionTransformer held in memory (`lowshot pretrain`'s EMA teacher during training) evaluated by
+    `method`'s rules, as `load_model` evaluates the same weights saved to a file; its identity is a digest of its
+    weights now (the same module one step later is another model)."""
+    from .backbones import ViTBackbone
+    from .sources import state_digest
+
+    config = eval_config(method)
+    info = ModelInfo(name, method, f"<in memory: {type(vit).__name__}>", state_digest(vit), "lowshot", "teacher",
+                     infer_architecture(vit.state_dict()), num_heads, source="memory",
+                     revision="in memory: weights digest")
+    return FeatureExtractor(ViTBackbone(vit, config.pos_embed_rule), config, info)

@@ -119,13 +119,52 @@ def load_source(name: str, weights_file=None, progress: bool = True, trust: bool
         raise BadInputError(f"--weights-file goes with timm:<name>; {kind}: models bring their own weights")
     backbone, interpolation, mean, std, checkpoint, digest, revision = {
         "timm": _timm, "hf": _hf, "py": _py}[kind](rest, weights_file, progress, trust)
+    config, info = _describe(backbone, kind, name, interpolation, mean, std, checkpoint, digest, revision, kind)
+    return backbone, config, info
+
+
+def in_memory_source(module: torch.nn.Module, adapter: TokenAdapter | None = None, name: str | None = None):
+    """A module held in memory (a notebook's, a training loop's) -> (backbone, EvalConfig, ModelInfo), read as a
+    `py:` factory's module is (a timm token model as timm runs it, or any module through its `TokenAdapter`). Its
+    identity is a digest of its weights and of its adapter: the same module after a training step is another
+    model, and never shares cached features or records with what it was."""
+    backbone, interpolation, mean, std = _module_backbone(module, adapter, "the module")
+    weights = state_digest(module)
+    identity = hashlib.sha256(f"{weights}:{adapter_digest(adapter)}".encode()).hexdigest() if adapter else weights
+    name = name or f"{type(module).__name__}-{identity[:8]}"
+    revision = "in memory: weights digest" + (" + adapter digest" if adapter else "")
+    config, info = _describe(backbone, "py", name, interpolation, mean, std, f"<in memory: {type(module).__name__}>",
+                             identity, revision, "memory")
+    return backbone, config, info
+
+
+def adapter_digest(adapter: TokenAdapter) -> str:
+    """What decides a TokenAdapter's tokens: its numbers and, for each function, its qualified name and source (when
+    Python can read it; a function typed into an interpreter has none, then only its name counts)."""
+    parts = []
+    for key, value in sorted(vars(adapter).items()):
+        if callable(value):
+            try:
+                code = inspect.getsource(value)
+            except (OSError, TypeError):
+                code = ""
+            parts.append(f"{key}={getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}:{code}")
+        else:
+            parts.append(f"{key}={value!r}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _describe(backbone, method: str, name: str, interpolation, mean, std, checkpoint: str, digest: str, revision: str,
+              source: str):
+    """The evaluation config (the model's own feature, normalisation and interpolation) and provenance of a
+    backbone from another source."""
     feature = "cls" if backbone.has_class_token else "pooled"
-    config = EvalConfig(kind, feature, "model", interpolation, "concat" if backbone.has_class_token else None,
+    config = EvalConfig(method, feature, "model", interpolation, "concat" if backbone.has_class_token else None,
                         eval_weights="model", knn_feature=feature, mean=tuple(mean), std=tuple(std))
     arch = Architecture(backbone.embed_dim, backbone.depth, backbone.patch_size or 0, 0, 0.0, False,
                         num_registers=backbone.num_prefix_tokens - int(backbone.has_class_token), position="model")
-    info = ModelInfo(name, kind, checkpoint, digest, kind, "model", arch, 0, source=kind, revision=revision)
-    return backbone, config, info
+    info = ModelInfo(name, method, checkpoint, digest, method, "model", arch, 0, source=source, revision=revision)
+    return config, info
 
 
 def _timm(name: str, weights_file, progress: bool, trust: bool = False):
@@ -331,22 +370,41 @@ def _py(target: str, weights_file, progress: bool, trust: bool = False):
     if not isinstance(module_obj, torch.nn.Module) or not isinstance(adapter, (TokenAdapter, type(None))):
         raise BadInputError(f"py:{target}: the factory returned {_kinds(made)}, not a torch.nn.Module "
                             "or a (torch.nn.Module, TokenAdapter) pair")
-    if adapter is None:
-        try:
-            backbone = TimmBackbone(module_obj)  # a timm token model needs no adapter
-        except (TypeError, AttributeError) as e:
-            raise BadInputError(f"py:{target}: the factory returned a {type(module_obj).__name__}, not a timm token "
-                                f"model ({_first_line(e)}); return (module, TokenAdapter) for a module of your own") \
-                from e
-        import timm
-        cfg = timm.data.resolve_data_config({}, model=module_obj)
-        interpolation, mean, std = cfg["interpolation"], cfg["mean"], cfg["std"]
-    else:
-        backbone = AdaptedBackbone(module_obj, adapter)
-        interpolation, mean, std = adapter.interpolation, adapter.mean, adapter.std
-    source = Path(inspect.getsourcefile(module) or module_name)
-    revision = f"module sha256 {download.sha256_file(source)[:16]}" if source.is_file() else ""
-    return backbone, interpolation, mean, std, str(source), state_digest(module_obj), revision
+    backbone, interpolation, mean, std = _module_backbone(module_obj, adapter, f"py:{target}")
+    source = _source_file(module)
+    if source is None:  # defined in a notebook or an interpreter: no file to digest
+        return (backbone, interpolation, mean, std, f"<module {module_name} without a file>", state_digest(module_obj),
+                "module without a source file: identity from its weights only")
+    return (backbone, interpolation, mean, std, str(source), state_digest(module_obj),
+            f"module sha256 {download.sha256_file(source)[:16]}")
+
+
+def _source_file(module) -> Path | None:
+    """The file a Python module was read from, or None (a module made in a notebook: `inspect` raises TypeError
+    "is a built-in module" for it)."""
+    try:
+        name = inspect.getsourcefile(module)
+    except TypeError:
+        return None
+    return Path(name) if name and Path(name).is_file() else None
+
+
+def _module_backbone(module_obj: torch.nn.Module, adapter, what: str):
+    """(backbone, interpolation, mean, std) of a module: a timm token model as timm runs it (its own data config),
+    any other module through its TokenAdapter."""
+    if adapter is not None:
+        if not isinstance(adapter, TokenAdapter):
+            raise BadInputError(f"{what}: the second item of (module, adapter) is {type(adapter).__name__}, not a "
+                                "lowshot.model_zoo.sources.TokenAdapter")
+        return AdaptedBackbone(module_obj, adapter), adapter.interpolation, adapter.mean, adapter.std
+    try:
+        backbone = TimmBackbone(module_obj)  # a timm token model needs no adapter
+    except (TypeError, AttributeError) as e:
+        raise BadInputError(f"{what}: a {type(module_obj).__name__}, not a timm token model ({_first_line(e)}); pass "
+                            "(module, TokenAdapter(...)) to say how to read its tokens") from e
+    import timm
+    cfg = timm.data.resolve_data_config({}, model=module_obj)
+    return backbone, cfg["interpolation"], cfg["mean"], cfg["std"]
 
 
 def state_digest(module: torch.nn.Module) -> str:

@@ -33,6 +33,14 @@ class TransformSpec:
                           T.CenterCrop(self.crop), T.ToImage(), T.ToDtype(torch.float32, scale=True),
                           T.Normalize(self.mean, self.std)])
 
+    def __call__(self, image) -> torch.Tensor:
+        """The transformed image ([3, crop, crop], normalised): `model.transform(256, 224)(pil_image)`, as the
+        benchmark feeds `model.extract` (add a batch dimension: `.unsqueeze(0)`)."""
+        built = self.__dict__.get("_built")
+        if built is None:  # built once per spec (a frozen dataclass: kept beside its fields, not one of them)
+            built = self.__dict__["_built"] = self.build()
+        return built(image)
+
 
 def eval_transform(config: EvalConfig, resize: int, crop: int) -> TransformSpec:
     """The transform of `config`'s method at the protocol's sizes."""

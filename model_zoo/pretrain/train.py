@@ -60,7 +60,7 @@ def _format_logs(logs: dict) -> str:
 
 def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: int | None = None,
           device: str | None = None, name: str = "backbone", source=None,
-          log=functools.partial(print, flush=True), bf16: bool = False) -> dict:
+          log=functools.partial(print, flush=True), bf16: bool = False, on_step=None) -> dict:
     """Train (or continue) a run in `out`; stop after `stop_at` steps if given (for tests and time slices).
     Images come from `source` when given (see `data.build_dataset`), else from the image folder `cfg.data`.
 
@@ -71,12 +71,16 @@ def train(cfg: PretrainConfig, out: str | Path, resume: bool = False, stop_at: i
     run has done cfg.steps steps. Returns {"step", "checkpoint", "backbone" (or None), "model", "losses" (the loss
     of each step this call ran)}. The caller's random number generators are as they were afterwards (the run seeds
     its own).
+    `on_step(step, encoder)` is called on rank 0 with the encoder the evaluation uses (the EMA teacher, or MAE's
+    encoder) before the first step of a new run (step 0) and after every step; it must leave the encoder as it
+    found it (a low-shot probe: `lowshot pretrain --eval-every`). Every step seeds its own random draws, so the
+    run's weights are the same with or without it.
     """
     with torch.random.fork_rng():
-        return _train(cfg, out, resume, stop_at, device, name, source, log, bf16)
+        return _train(cfg, out, resume, stop_at, device, name, source, log, bf16, on_step)
 
 
-def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log, bf16) -> dict:
+def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log, bf16, on_step=None) -> dict:
     out = Path(out)
     rank, world, device = init_distributed(device)
     ckpt_path = out / CHECKPOINT
@@ -116,6 +120,8 @@ def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log,
     batches, step, t0 = iter(loader), start, time.time()
     losses = torch.zeros(max(0, end - start), device=device)  # on the device: no synchronisation per step
     model.train()
+    if on_step and rank == 0 and start == 0:
+        on_step(0, model.backbone())
     for step in range(start, end):
         images = next(batches).to(device, non_blocking=True)
         values = step_values(cfg, step)
@@ -137,6 +143,8 @@ def _train(cfg: PretrainConfig, out, resume, stop_at, device, name, source, log,
         optimizer.step()
         model.update_teacher(values["momentum"])
         done = step + 1
+        if on_step and rank == 0:
+            on_step(done, model.backbone())
         if rank == 0 and (done % cfg.log_every == 0 or done == end):
             rate = (done - start) / (time.time() - t0)
             log(f"step {done}/{cfg.steps} loss {loss.item():.4f} {_format_logs(logs)} lr {values['lr']:.2e} "

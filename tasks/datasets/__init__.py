@@ -168,3 +168,55 @@ class FirstImages:
     def fingerprint(self, indices, masks: bool = False) -> str:
         return self.source.fingerprint(indices, masks)
 
+
+
+class EvenlySpacedImages:
+    """`n` images of a dataset taken at even steps through it (every k-th), so that a folder sorted by class keeps
+    every class: a fixed, smaller evaluation set (the training-loop probe's). Names, labels and identity are the
+    dataset's; the fingerprint is that of the images taken."""
+
+    def __init__(self, source, n: int):
+        import numpy as np
+
+        self.source = source
+        self.taken = np.unique(np.linspace(0, len(source) - 1, min(int(n), len(source))).round().astype(np.int64))
+        self.classes = getattr(source, "classes", None)
+        self.names = [source.names[i] for i in self.taken]
+        self.identity = source.identity
+        targets, ignore = getattr(source, "targets", None), getattr(source, "ignore", None)
+        self.targets = None if targets is None else np.asarray(targets)[self.taken]
+        self.ignore = None if ignore is None else np.asarray(ignore)[self.taken]
+
+    def __len__(self):
+        return len(self.taken)
+
+    def load_image(self, i):
+        return self.source.load_image(int(self.taken[i]))
+
+    def fingerprint(self, indices, masks: bool = False) -> str:
+        import numpy as np
+
+        return self.source.fingerprint(self.taken[np.asarray(indices, np.int64)], masks)
+
+
+class RememberedImages:
+    """A dataset whose images, once loaded, are kept in memory: a training-loop probe reads the same labelled and
+    evaluation images at every step (decoded or rendered once). Everything else is the dataset's own."""
+
+    def __init__(self, source):
+        self.source = source
+        self._images: dict[int, object] = {}
+
+    def __getattr__(self, name):
+        if name in ("source", "_images"):  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def __len__(self):
+        return len(self.source)
+
+    def load_image(self, i):
+        i = int(i)
+        if i not in self._images:
+            self._images[i] = self.source.load_image(i)
+        return self._images[i]
