@@ -11,6 +11,7 @@ matrix [B, N] (bootstrap counts; all ones = the record's own score), vectorised 
 """
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def read_evidence(record: dict) -> Evidence:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
         evidence = Evidence(field.get("kind"), arrays)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, NotImplementedError, zipfile.BadZipFile) as e:
         raise EvidenceError(f"evidence file {path} is unreadable ({e})") from None
     expected = {k: [v["shape"], v["dtype"]] for k, v in field.get("arrays", {}).items()}
     if {k: [list(a.shape), str(a.dtype)] for k, a in arrays.items()} != expected:

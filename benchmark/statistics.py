@@ -182,7 +182,7 @@ class Comparison:
 def _check_paired(a: dict, b: dict) -> None:
     fa, fb = a.get("data_fingerprint") or {}, b.get("data_fingerprint") or {}
     for part in ("labelled", "evaluation"):
-        if fa.get(part) != fb.get(part):
+        if fa.get(part) is None or fa.get(part) != fb.get(part):  # unknown (older records) is not the same
             raise NotPairedError(f"{a.get('path')} and {b.get('path')}: seed {a['seed']} was not run on the same "
                                  f"{'labelled subset' if part == 'labelled' else 'evaluation set'}: not paired")
 
