@@ -201,7 +201,7 @@ def compare_cell(records_a: list[dict], records_b: list[dict], replicates: int =
     image_var, method = None, "paired t over seeds"
     if ea is not None and eb is not None:
         reps = image_replicates(ra[0]["main_score"], ea, eb, replicates,
-                                rng=_rng("pair", *(r.get("identity") for r in ra + rb)))
+                                rng=_rng("pair", *sorted(str(r.get("identity")) for r in ra + rb)))  # A-B, B-A alike
         image_var, method = reps.var(ddof=1), TEST_PAIRED
     mean, low, high, se, df = (float(v) for v in t_interval(diffs, image_var))
     p = float(p_value(mean, se, df)) if not math.isnan(se) else float("nan")

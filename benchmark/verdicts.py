@@ -135,7 +135,7 @@ def ranks_markdown(summary: pd.DataFrame) -> str:
     ranks = mean_ranks(summary)
     if ranks.empty:
         return ""
-    lines = ["## Mean rank", "",
+    lines = ["", "## Mean rank", "",
              "Rank in each column (task, setting, classifier) with at least two models: the best cell and the cells "
              "not significantly different from it share rank 1, the others follow by their mean; the mean over the "
              "columns a model was ranked in.", "", "| model | mean rank | columns |", "|---|---|---|"]

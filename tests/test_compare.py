@@ -60,7 +60,7 @@ def test_the_same_weights_under_two_names_differ_nowhere(tmp_path, capsys):
         _bench(tmp_path / "results", "--model", tmp_path / f"{name}.safetensors", "--method", "dino",
                "--num-heads", WEIGHTS.num_heads, "--task", "embedded-lowshot", "--setting", "1img")
     capsys.readouterr()
-    rows = _csv(capsys, tmp_path / "results", "twin-a", "twin-b")
+    rows = _csv(capsys, tmp_path / "results", "twin-a.safetensors", "twin-b.safetensors")  # named by their files
     assert {r["classifier"] for r in rows} == {"logreg", "knn"}
     assert all(float(r["difference"]) == 0 and r["significant"] == "False" for r in rows)
 
