@@ -302,6 +302,22 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .comparison import comparison_csv, comparison_text
+    from .records import load_records
+    from .statistics import compare_models
+
+    _existing_results(args.results)
+    records, _ = load_records(args.results)
+    rows = compare_models(records, args.model_a, args.model_b, args.task)
+    if not rows:
+        raise BadInputError(f"{args.results}: {args.model_a} and {args.model_b} have no (task, setting, classifier) "
+                            "in common" + (f" on {args.task}" if args.task else ""))
+    print(comparison_csv(rows) if args.csv else comparison_text(rows, args.model_a, args.model_b), end="" if args.csv
+          else "\n")
+    return 0
+
+
 def cmd_status(args) -> int:
     from .launch import report_status
 
@@ -319,7 +335,7 @@ def cmd_plot(args) -> int:
     if args.figure == "series":
         paths = series_figure(frame, out)
     else:
-        paths = figure1(summary, out, args.task) if args.figure == "figure1" else family_plots(summary, out)
+        paths = figure1(summary, out, args.task, args.bands) if args.figure == "figure1" else family_plots(summary, out)
     for p in paths:
         print(p)
     return 0
@@ -364,6 +380,7 @@ VERBS = {  # verb -> its help line (ARGUMENTS: the function that declares its op
     "report": "one self-contained HTML page: sortable tables, figures, provenance per cell",
     "status": "the jobs of a `lowshot bench --launcher slurm` run: done, running, pending, failed (with their logs); "
               "the leaderboard and report once all have ended",
+    "compare": "model A against model B, cell by cell: difference, 95 % interval, paired test, Holm",
 }
 
 
@@ -488,6 +505,8 @@ def _plot_arguments(pl) -> None:
                     help="results directory of `lowshot bench` (default: results/runs)")
     pl.add_argument("--out", help="output directory (default: the results directory)")
     pl.add_argument("--task", help="figure1: which classification task (default: imagenet-lowshot if run)")
+    pl.add_argument("--bands", choices=["std", "ci"], default="std",
+                    help="figure1: ± std bars over seeds (default) or shaded 95 %% intervals of the cells")
     pl.set_defaults(func=cmd_plot)
 
 
@@ -505,9 +524,21 @@ def _status_arguments(st) -> None:
     st.set_defaults(func=cmd_status)
 
 
+def _compare_arguments(cp) -> None:
+    cp.add_argument("results", help="results directory of `lowshot bench` holding both models' records")
+    cp.add_argument("model_a", metavar="A", help="model name (as in the records)")
+    cp.add_argument("model_b", metavar="B", help="the model A is compared with")
+    cp.add_argument("--task", help="only this task")
+    from .statistics import COMPARISON_COLUMNS
+
+    cp.add_argument("--csv", action="store_true", help="CSV, one row per cell: " + ", ".join(COMPARISON_COLUMNS))
+    cp.set_defaults(func=cmd_compare)
+
+
 ARGUMENTS = {"models": _models_arguments, "tasks": _tasks_arguments, "bench": _bench_arguments,
              "leaderboard": _leaderboard_arguments, "pretrain": _pretrain_arguments, "plot": _plot_arguments,
-             "report": _report_arguments, "status": _status_arguments}
+             "report": _report_arguments, "status": _status_arguments,
+             "compare": _compare_arguments}
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from .positions import setting_ranks
 from .escaping import csv_text
 from .records import load_records
 from .task_tables import markdown, task_tables
+from .verdicts import ranks_markdown, with_verdicts
 
 KEYS = ["model", "method", "task", "family", "setting", "classifier", "main_score"]
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference" / "published.csv"
@@ -198,7 +199,7 @@ def load_all(results: str | Path, reference: str | Path | None = REFERENCE):
     for p in problems:
         print(f"skipped malformed record: {p}", file=sys.stderr)
     frame = records_frame(records)
-    summary = summarize(frame)
+    summary = with_verdicts(summarize(frame), frame, records, GROUP)
     if reference and Path(reference).exists():
         ref = load_reference(reference)
         summary = pd.concat([summary, ref], ignore_index=True) if not summary.empty else ref
@@ -224,7 +225,7 @@ def write_tables(frame: pd.DataFrame, summary: pd.DataFrame, out_dir: str | Path
     atomic_write_text(paths["records"], csv_text(frame.drop(columns=["path"])))
     atomic_write_text(paths["summary"], csv_text(summary, float_format="%.3f"))
     atomic_write_text(paths["leaderboard"], csv_text(table, float_format="%.3f"))
-    atomic_write_text(paths["markdown"], markdown(task_tables(summary)))
+    atomic_write_text(paths["markdown"], markdown(task_tables(summary)) + ranks_markdown(summary))
     return paths
 
 

@@ -25,9 +25,11 @@ from .escaping import figure_text
 from .positions import setting_positions
 from .transfer_report import FAMILY as TRANSFER, transfer_figure
 
-def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None):
+def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None,
+              bands: str = "std"):
     """The matplotlib figure of `task`'s results (main score vs its settings, placed by their labelled images per
-    class, `benchmark.positions`). Raises BadInputError when there is nothing to plot."""
+    class, `benchmark.positions`); `bands="ci"` draws each curve's 95 % intervals (`benchmark.verdicts`) as a
+    shaded band instead of ± std bars. Raises BadInputError when there is nothing to plot."""
     entry = declaration(task)
     if entry is None:
         raise UnknownNameError(f"task {task!r} is not a registered task: its settings have no declared axis")
@@ -66,7 +68,11 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
             single = part["n_seeds"] <= 1
             line = styles[model]["line"] if source == "ours" else "none"
             face = style["color"] if source == "ours" else "white"
-            bars = ax.errorbar(part["x"], part["mean"], yerr=part["std"].where(~single), capsize=3, linestyle=line,
+            as_band = bands == "ci" and source == "ours"
+            if as_band:
+                ci_band(ax, part, style["color"])
+            bars = ax.errorbar(part["x"], part["mean"], yerr=None if as_band else part["std"].where(~single),
+                               capsize=3, linestyle=line,
                                linewidth=1.4, markerfacecolor=face, label=figure_text(model) if source == "ours" else None,
                                markevery=list(~single) if source == "ours" else None, **style)
             if source == "ours":
@@ -88,7 +94,10 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     ax.set_title(title or f"{task}: {protocol.metric_label.split(' (')[0]} vs labels")
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.text(0.01, 0.01, caption(rows, chance_note(chance)), fontsize=7.5, wrap=True, va="bottom")
+    text = caption(rows, chance_note(chance)) if bands != "ci" else (
+        "Shaded bands: 95 % intervals of the cells (t over seeds widened by an image bootstrap; one seed: images "
+        "only). " + chance_note(chance))
+    fig.text(0.01, 0.01, text, fontsize=7.5, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
@@ -131,18 +140,27 @@ def curve_styles(curves: list[str]) -> dict[str, dict]:
     return styles
 
 
+def ci_band(ax, part: pd.DataFrame, colour) -> None:
+    """The 95 % intervals of one curve's points as a shaded band (points without an interval are left out)."""
+    if "ci_low" not in part:
+        return
+    low, high = (pd.to_numeric(part[c], errors="coerce") for c in ("ci_low", "ci_high"))
+    shown = low.notna() & high.notna()
+    ax.fill_between(part["x"][shown], low[shown], high[shown], color=colour, alpha=0.15, linewidth=0)
+
+
 def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier: str | None = None,
-              title: str | None = None) -> list[Path]:
+              title: str | None = None, bands: str = "std") -> list[Path]:
     """Write `<out_stem>.png` and `.pdf` of `task`'s results; returns their paths."""
-    return save_figure(draw_task(summary, task, classifier, title), out_stem)
+    return save_figure(draw_task(summary, task, classifier, title, bands), out_stem)
 
 
-def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None) -> list[Path]:
+def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None, bands: str = "std") -> list[Path]:
     """Figure 1 of the paper for `task` (default: imagenet-lowshot when it has results, else embedded)."""
     tasks = set(summary.loc[summary["source"] == "ours", "task"])
     task = task or ("imagenet-lowshot" if "imagenet-lowshot" in tasks else "embedded-lowshot")
     return plot_task(summary, task, Path(out_dir) / f"figure1_{task}", classifier="logreg",
-                     title=f"Figure 1 ({task}): logistic regression on frozen features")
+                     title=f"Figure 1 ({task}): logistic regression on frozen features", bands=bands)
 
 
 def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:

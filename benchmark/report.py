@@ -25,6 +25,7 @@ from .plots import draw_task
 from .escaping import script_json
 from .report_assets import CSS, JS
 from .task_tables import TaskTable, labelled_text, task_tables
+from .verdicts import verdict_lines
 
 
 def _figure_uri(summary, task: str, classifier: str) -> str | None:
@@ -67,6 +68,7 @@ def _provenance(table: TaskTable, row, setting: str, cell, records: dict, frame,
                   f"{first.get('preprocessing')}",
                   f"hyper-parameters: {json.dumps(first.get('hyperparameters'), sort_keys=True)}",
                   f"chosen by: {first.get('hyperparameters_chosen_by')}"]
+    lines += verdict_lines(cell.verdict)
     lines.append(f"records ({len(mine)}):")
     for _, r in mine.sort_values("seed").iterrows():
         state = {True: "converged", False: "NOT CONVERGED", None: "no convergence criterion"}[r["converged"]]
@@ -133,8 +135,10 @@ def render(results: str | Path) -> str:
 <body>
 <h1>lowshot-bench report: {html.escape(shown)}</h1>
 <p class="note">{len(raw)} records, written {time.strftime("%Y-%m-%d %H:%M")}. One table per task; cells are
-mean ± sample std over the seeds with the number of seeds (n); † marks a cell with a record whose solver did not
-converge. Click a column header to sort by it (again to reverse); click a cell for its provenance.</p>
+mean ± sample std over the seeds, [its 95 % interval], with the number of seeds (n); † marks a cell with a record
+whose solver did not converge; ▲ the best cell of its column, ≈ a cell not significantly different from it. Click
+a column header to sort by it (again to reverse); click a cell for its provenance and its comparison with the
+column's best.</p>
 <p>{toc}</p>
 {"".join(sections)}
 <script type="application/json" id="provenance">{data}</script>

@@ -27,6 +27,7 @@ from lowshot.tasks.spectrum import LABEL_FREE, LABEL_FREE_SCORES
 
 from . import distributed
 from . import progress as progress_lines
+from .evidence import write_evidence
 from .features import FeatureCache, default_workers
 from .planning import TaskPlan, plan_task, training_rows
 from .records import MalformedRecord, environment, read_record, safe_name, write_record
@@ -187,6 +188,8 @@ def _fit_and_score(task: LowShotTask, model, ctx: RunContext, plan: TaskPlan, pe
         setting, seed, classifier = key
         idx, source = subsets[(setting, seed)]
         planned = plan.keys[key]
+        if "evidence" in extra:  # per-image arrays, written beside the record; the record names and checksums them
+            extra = {**extra, "evidence": write_evidence(planned.path, extra["evidence"])}
         record = {**common, "split_source": source, "feature": features[classifier], "num_train": int(len(idx)),
                   "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[key].record, **extra,
                   **planned.identity}

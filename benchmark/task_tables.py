@@ -16,6 +16,7 @@ from lowshot.tasks.registry import declaration
 
 from .escaping import markdown_text as md
 from .positions import ordered_settings, setting_positions
+from .verdicts import VERDICT_COLUMNS, cell_suffix, interval_text
 
 
 @dataclass
@@ -27,12 +28,15 @@ class Cell:
     config_digest: str
     seeds: str
     reference: str = ""  # the published source of a reference number ("" for ours)
+    verdict: dict = field(default_factory=dict)  # benchmark.verdicts.VERDICT_COLUMNS of the cell (ours only)
 
     def text(self, digits: int = 1) -> str:
-        """`mean ± std (n=seeds)`, `†` when a record did not converge."""
+        """`mean ± std [95 % interval] (n=seeds)`, `†` when a record did not converge, ▲ / ≈ the best of its column
+        / not significantly different from it."""
         spread = "" if self.std is None else f" ± {self.std:.{digits}f}"
         flag = " †" if self.not_converged else ""
-        return f"{self.mean:.{digits}f}{spread} (n={self.n_seeds}){flag}"
+        interval = interval_text(self.verdict.get("ci_low"), self.verdict.get("ci_high"), digits)
+        return f"{self.mean:.{digits}f}{spread}{interval} (n={self.n_seeds}){flag}{cell_suffix(self.verdict.get('mark'))}"
 
 
 @dataclass
@@ -111,7 +115,8 @@ def task_table(summary: pd.DataFrame, task: str, family: str) -> TaskTable:
         reference = str(r["source"])[len("published: "):] if r["kind"] == "published" else ""
         rows[(model_of(r), r["classifier"], r["kind"])].cells[r["setting"]] = Cell(
             float(r["mean"]), _number(r["std"]), int(r["n_seeds"]), int(_number(r.get("not_converged")) or 0),
-            str(r["config_digest"]), str(r.get("seeds") or ""), reference)
+            str(r["config_digest"]), str(r.get("seeds") or ""), reference,
+            {k: r[k] for k in VERDICT_COLUMNS if k in r and not pd.isna(r[k])})
     ours = ordered[ordered["kind"] == "ours"]
     counts = pd.to_numeric(ours.get("num_train", pd.Series(dtype=float)), errors="coerce")
     num_train = {k: float(v) for k, v in counts.groupby(ours["setting"]).mean().items() if not math.isnan(v)}
@@ -143,12 +148,19 @@ def labelled_text(t: TaskTable, setting: str) -> str:
     return f"{per_class} per class (declared)"
 
 
+VERDICTS_NOTE = ("[low, high]: the cell's 95 % interval (t over seeds widened by a bootstrap of the evaluation images "
+                 "where records keep their per-image evidence; t over seeds where they do not). ▲: the best cell of "
+                 "its column (classifier, setting); ≈: not significantly different from it (paired test over seeds "
+                 "and images, Holm-corrected across the task's table; summary.csv has the p-values).")
+
+
 def markdown(tables: list[TaskTable]) -> str:
     """`leaderboard.md`: one section and table per task."""
     out = ["# Leaderboard", "",
            "One table per task. Cells: mean ± sample std over the seeds, and the number of seeds (n); one seed has "
            "no std. Columns: the task's settings in the order of their labelled images per class. † : at least one "
-           "record of the cell stopped before its solver converged (see records.csv, column `converged`).", ""]
+           "record of the cell stopped before its solver converged (see records.csv, column `converged`). "
+           f"{VERDICTS_NOTE}", ""]
     for t in tables:
         classifier_column = len(t.classifiers) > 1
         counts = "; ".join(f"{md(s)}: {labelled_text(t, s)}" for s in t.settings)

@@ -23,6 +23,7 @@ import numpy as np
 
 from .base import FeatureVectorTask, Setting
 from .classifiers import DEFAULT_LAMBDA, LambdaPolicy
+from .evidence import single_label_evidence
 from .metrics import top1_accuracy
 
 
@@ -65,8 +66,9 @@ class LowShotClassification(FeatureVectorTask):
         return np.asarray(source.targets)[indices], None
 
     def score(self, model, ctx, key, fitted, extracted, feature):
-        x_test = self.test_features(extracted, key[2], feature)
-        return {"top1": top1_accuracy(fitted.estimator.predict(x_test), np.asarray(self.data.test.targets))}, {}
+        pred, target = fitted.estimator.predict(self.test_features(extracted, key[2], feature)), np.asarray(
+            self.data.test.targets)
+        return {"top1": top1_accuracy(pred, target)}, {"evidence": single_label_evidence(pred, target)}
 
     def record_fields(self, model, extracted):
         return {**super().record_fields(model, extracted), "num_classes": len(self.train.classes)}

@@ -262,6 +262,14 @@ def confusion_matrix(pred, target, num_classes: int, ignore_index: int = IGNORE_
     return conf.reshape(num_classes, num_classes).astype(np.int64)
 
 
+def intersection_union(conf) -> np.ndarray:
+    """``[2, C]``: the intersection ``I_c = conf[c, c]`` and union ``U_c = G_c + P_c - I_c`` of every class of a
+    confusion matrix (both add up over images, so a set's mIoU is computed from the sums)."""
+    conf = np.asarray(conf)
+    inter = np.diag(conf)
+    return np.stack([inter, conf.sum(axis=1) + conf.sum(axis=0) - inter])
+
+
 def segmentation_scores(conf) -> dict:
     """Segmentation metrics from an (accumulated) confusion matrix, in percent.
 
@@ -282,10 +290,8 @@ def segmentation_scores(conf) -> dict:
     conf = np.asarray(conf, dtype=np.float64)
     if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
         raise ValueError(f"segmentation_scores: expected a square confusion matrix, got shape {conf.shape}")
-    inter = np.diag(conf)
+    inter, union = intersection_union(conf)
     gt = conf.sum(axis=1)
-    pr = conf.sum(axis=0)
-    union = gt + pr - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where(union > 0, inter / union, np.nan) * 100.0
         acc = np.where(gt > 0, inter / gt, np.nan) * 100.0

@@ -24,6 +24,7 @@ import numpy as np
 
 from .base import FeatureVectorTask, Setting
 from .classifiers import DEFAULT_LAMBDA, LambdaPolicy
+from .evidence import multi_label_evidence
 from .metrics import mean_average_precision
 from .sampling import sample_fraction, sample_multilabel_k_per_class
 
@@ -71,7 +72,8 @@ class LowShotMultiLabel(FeatureVectorTask):
         m, per_class = mean_average_precision(probs, y_test, ignore_test, kind="all_point")
         m07, _ = mean_average_precision(probs, y_test, ignore_test, kind="voc07")
         return {"map": m, "map_voc07": m07}, {
-            "per_class_ap": [None if np.isnan(v) else round(float(v), 3) for v in per_class]}
+            "per_class_ap": [None if np.isnan(v) else round(float(v), 3) for v in per_class],
+            "evidence": multi_label_evidence(probs, y_test, ignore_test)}
 
     def record_fields(self, model, extracted):
         return {**super().record_fields(model, extracted), "num_classes": int(np.shape(self.data.test.targets)[1])}

@@ -72,6 +72,7 @@ from PIL import Image
 from .base import FULL, Fitted, LowShotTask, Setting
 from .classifiers.linear_head import LR_GRID, MAX_STEPS, MIN_STEPS, TokenFeatures, fit_linear_head
 from .datasets import FirstImages
+from .evidence import segmentation_evidence
 from .sampling import sample_fraction
 from .segmentation_inference import evaluate
 from .metrics import segmentation_scores
@@ -225,11 +226,13 @@ class LowShotSegmentation(LowShotTask):
         (feature,) = set(features.values())
         extracted.pop("train"), extracted.pop("masks")  # the training arrays are not needed any more
         t0 = time.time()
+        per_image = {}
         confs = evaluate(lambda w: model.extract(w, [feature])[feature], model.patch_size,
                          {key: f.estimator for key, f in fitted.items()}, self.data.test, self.test_indices,
                          self.data.num_classes, self.crop, self.stride, self.short_side, self.max_long,
                          model.eval_config, model.device, ctx.workers,
-                         bar=lambda n: ctx.bar(n, f"{model.info.name} {self.name}: evaluation", "img"))
+                         bar=lambda n: ctx.bar(n, f"{model.info.name} {self.name}: evaluation", "img"),
+                         per_image=per_image)
         eval_seconds = time.time() - t0
         extracted["label_pixels"] = next(iter(confs.values())).sum(1) if confs else None
         out = {}
@@ -241,7 +244,8 @@ class LowShotSegmentation(LowShotTask):
                 "timing": {"train_s": round(f.seconds, 3), "features_s_shared": round(extracted["feature_seconds"], 3),
                            "evaluation_s_shared": round(eval_seconds, 3), "heads_in_evaluation_pass": len(fitted)},
                 "memory": {**f.record["memory"], "union_feature_bytes": extracted["union_bytes"],
-                           "peak_rss_mib": round(_peak_rss_mib(), 1)}})
+                           "peak_rss_mib": round(_peak_rss_mib(), 1)},
+                "evidence": segmentation_evidence(per_image.pop(key))})
         return out
 
     def chance_level(self, extracted: dict) -> dict | None:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .classifiers.linear_head import bilinear_taps
-from .metrics import confusion_matrix
+from .metrics import confusion_matrix, intersection_union
 
 RESIZE_BAND_ELEMENTS = 2**24  # logits resized to the label size at once in evaluation
 
@@ -104,13 +104,14 @@ class _EvalImages(torch.utils.data.Dataset):
 @torch.no_grad()
 def evaluate(extract, patch_size: int, heads: dict, source, indices, num_classes: int, crop: int, stride: int,
              short_side: int, max_long: int | None, config, device="cpu", workers: int = 0,
-             bar=None) -> dict:
+             bar=None, per_image: dict | None = None) -> dict:
     """One streaming pass over `source[indices]`: each window's features are computed once by
     `extract(windows [n, 3, h, w]) -> tokens [n, N, D]` and every head of `heads` {key: callable
     (tokens [n, N, D], grid (gh, gw)) -> logits [n, C, gh, gw]} is applied. Images are resized with the
     interpolation and normalised with the mean / std of `config` (the model's EvalConfig).
     `bar(total)`, when given, makes a progress bar (a context manager with `update()`) stepped once per image.
-    Returns {key: confusion matrix accumulated over the whole set}."""
+    Returns {key: confusion matrix accumulated over the whole set}; `per_image`, when given, receives {key: [each
+    image's intersections and unions per class, `metrics.intersection_union`]} (the paired evidence, `tasks.evidence.segmentation_evidence`)."""
 
     data = _EvalImages(source, indices, short_side, max_long, config.interpolation, config.mean, config.std)
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=workers,
@@ -119,14 +120,15 @@ def evaluate(extract, patch_size: int, heads: dict, source, indices, num_classes
     with bar(len(data)) if bar else contextlib.nullcontext() as progress:
         for _, image, mask in loader:
             _evaluate_image(image.to(device), mask.numpy(), extract, patch_size, heads, conf, num_classes, crop,
-                            stride)
+                            stride, per_image)
             if progress is not None:
                 progress.update()
     return conf
 
 
-def _evaluate_image(image, mask, extract, patch_size, heads, conf, num_classes, crop, stride) -> None:
-    """Every head's predictions for one image, added to its confusion matrix in `conf`."""
+def _evaluate_image(image, mask, extract, patch_size, heads, conf, num_classes, crop, stride, per_image=None) -> None:
+    """Every head's predictions for one image, added to its confusion matrix in `conf` (and, with `per_image`,
+    its intersections and unions appended to its list in `per_image`)."""
     tokens = None
 
     def window_logits(windows, head):
@@ -144,4 +146,7 @@ def _evaluate_image(image, mask, extract, patch_size, heads, conf, num_classes, 
     for key, head in heads.items():
         logits = slide_inference(image, lambda windows: window_logits(windows, head), crop, stride)
         pred = resize_argmax(logits, *mask.shape)
-        conf[key] += confusion_matrix(pred.cpu().numpy(), mask, num_classes)
+        image_conf = confusion_matrix(pred.cpu().numpy(), mask, num_classes)
+        conf[key] += image_conf
+        if per_image is not None:
+            per_image.setdefault(key, []).append(intersection_union(image_conf).astype(np.int32))

@@ -30,6 +30,7 @@ from .base import FeatureVectorTask, Setting
 from .classifiers import DEFAULT_LAMBDA, LambdaPolicy
 from .datasets import SplitError, find_dataset_folder
 from .datasets import transfer as readers
+from .evidence import single_label_evidence
 from .metrics import mean_per_class_accuracy, top1_accuracy
 from .sampling import sample_k_per_class
 
@@ -152,7 +153,8 @@ class LowShotTransfer(FeatureVectorTask):
     def score(self, model, ctx, key, fitted, extracted, feature):
         pred = fitted.estimator.predict(self.test_features(extracted, key[2], feature))
         target = np.asarray(self.data.test.targets)
-        return {"top1": top1_accuracy(pred, target), "mean_per_class": mean_per_class_accuracy(pred, target)}, {}
+        return ({"top1": top1_accuracy(pred, target), "mean_per_class": mean_per_class_accuracy(pred, target)},
+                {"evidence": single_label_evidence(pred, target)})
 
     def record_fields(self, model, extracted):
         return {**super().record_fields(model, extracted), "num_classes": len(self.train.classes),

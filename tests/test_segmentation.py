@@ -219,6 +219,22 @@ def test_evaluation_loop_confusion_matches_hand_counts(tmp_path):
     assert segmentation_scores(confs["const"])["miou"] == pytest.approx(100 * 336 / 2784 / 3)
 
 
+def test_evaluation_keeps_each_images_intersections_and_unions(tmp_path):
+    """The paired evidence: per image and class, I and U; summed over the images they give the set's mIoU."""
+    from lowshot.benchmark.evidence import score_resampled
+    from lowshot.tasks.evidence import segmentation_evidence
+    data = seg.ade20k_data(_write_ade(tmp_path))
+    per_image = {}
+    confs = inference.evaluate(_patch_mean, 16, {"thr": _threshold_head}, data.test, np.arange(2), 3, crop=64,
+                               stride=43, short_side=64, max_long=None, config=DINO_RULES, per_image=per_image)
+    evidence = segmentation_evidence(per_image["thr"])
+    # image A: class 0 16 px predicted 1 (I 0, U 16), class 1 720 px + those 16 (I 720, U 736), class 2 768 right;
+    # image B: class 0 320 px predicted 2 (I 0, U 320), class 2 960 right (U 1,280)
+    np.testing.assert_array_equal(evidence.arrays["intersection"], [[0, 720, 768], [0, 0, 960]])
+    np.testing.assert_array_equal(evidence.arrays["union"], [[16, 736, 768], [320, 0, 1280]])
+    assert score_resampled(evidence, np.ones((1, 2)))[0] == pytest.approx(segmentation_scores(confs["thr"])["miou"])
+
+
 def test_ade_protocol_through_the_task(tmp_path):
     model = fixture_model()
     data = seg.ade20k_data(_write_ade(tmp_path / "data"))
