@@ -72,10 +72,10 @@ def build_tasks(names: list[str], data_root=None, settings=None, skipped=None) -
     explicitly must have its data; a group's member without its data is skipped (`skipped(line)` is told)."""
     from lowshot.tasks.registry import TaskOptions, expand, get_task
 
-    from .cli import _check_settings
+    from .bench_command import check_settings
 
     asked = expand(names)
-    _check_settings(settings, [n for n, _ in asked])
+    check_settings(settings, [n for n, _ in asked])
     opts = TaskOptions(data_root)
     built = []
     for task_name, by_name in asked:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lowshot.benchmark.cli import build_parser, main, resolve_models
+from lowshot.benchmark.bench_command import resolve_models
+from lowshot.benchmark.cli import build_parser, main
 from lowshot.benchmark.records import record_path, write_record
 from lowshot.model_zoo.errors import BadInputError
 from lowshot.tasks.classifiers import CLASSIFIERS

@@ -218,10 +218,10 @@ def compare(path_a: str, path_b: str) -> dict:
 
 
 def main(argv=None) -> dict:
-    from lowshot.benchmark.cli import _device
+    from lowshot.benchmark.bench_command import parse_device
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="auto", type=_device,
+    p.add_argument("--device", default="auto", type=parse_device,
                    help="auto (cuda when CUDA is available, else cpu), cpu, cuda or cuda:N")
     p.add_argument("--small", action="store_true", help="CI sizes: every path runs in seconds on a CPU")
     p.add_argument("--out", default="gpu_check.json", help="the JSON file to write (default gpu_check.json)")
