@@ -6,6 +6,9 @@ when known (`py:` models: a digest of the module's weights and of its source fil
 model never share cached features or records.
 
 `py:` contract: `factory()` returns a timm token model (used as `timm:` models are), or `(module, TokenAdapter)`.
+A module held in memory (`lowshot.evaluate(module)`) is read the same way (`in_memory_source`); its identity is
+the digest of its weights and adapter. A `py:` module without a source file (defined in a notebook) is identified
+by its weights alone, and its provenance says so.
 """
 from __future__ import annotations
 
@@ -223,9 +226,9 @@ def _hub_file(repo: str, filename: str, what: str, instead: str) -> Path:
         return Path(hf_hub_download(repo, filename, local_files_only=True))
     unreachable = _unreachable(constants.ENDPOINT)
     if unreachable:  # offline: say so at once rather than after the hub client's retries (about 30 s)
-        raise MissingFileError(f"{what}: {filename} of {repo} is not in the local Hugging Face cache and the hub "
-                               f"cannot be reached ({unreachable}); download it on a machine with network and pass "
-                               f"{instead}")
+        raise MissingFileError(f"{what}: could not fetch {filename} of {repo}: not in the local Hugging Face cache "
+                               f"and the hub cannot be reached ({unreachable}); download it on a machine with network "
+                               f"and pass {instead}")
     try:
         return Path(hf_hub_download(repo, filename))
     except Exception as e:  # unknown repo, gated, network lost: the hub raises many kinds
