@@ -6,6 +6,9 @@ when known (`py:` models: a digest of the module's weights and of its source fil
 model never share cached features or records.
 
 `py:` contract: `factory()` returns a timm token model (used as `timm:` models are), or `(module, TokenAdapter)`.
+A module held in memory (`lowshot.evaluate(module)`) is read the same way (`in_memory_source`); its identity is
+the digest of its weights and adapter. A `py:` module without a source file (defined in a notebook) is identified
+by its weights alone, and its provenance says so.
 """
 from __future__ import annotations
 
