@@ -240,3 +240,22 @@ def test_the_readme_table_lists_every_transfer_dataset():
         row = next((ln for ln in readme.splitlines() if ln.startswith(f"| {d.title} | `{d.task}` |")), None)
         assert row is not None, d.task
         assert f"`{d.folder}/`" in row and d.url in row and f"| {d.num_classes} |" in row and d.split in row
+
+
+def test_the_transfer_figure_draws_each_datasets_mean_and_the_mean_over_datasets(tmp_path):
+    """Records with a different score per dataset, setting, seed and classifier (the fakes score 100 % everywhere):
+    the figure's panels against the records, as in the CLI test."""
+    from lowshot.benchmark.records import record_path, write_record
+
+    scored, rng = [], np.random.default_rng(0)
+    for task in TASK_GROUPS["transfer"]:
+        metric = TRANSFER_DATASETS[task.removeprefix("transfer-")].metric
+        for setting in TRANSFER_SETTINGS:
+            for seed in setting.seeds:
+                for classifier in ("logreg", "knn"):
+                    r = {"model": "random-tiny", "method": "random", "task": task, "family": "transfer",
+                         "setting": setting.name, "seed": seed, "classifier": classifier, "main_score": metric,
+                         "metrics": {metric: float(rng.uniform(10, 90))}}
+                    write_record(record_path(tmp_path, "random-tiny", task, setting.name, seed, classifier), r)
+                    scored.append(r)
+    _check_drawn_transfer_figure(tmp_path, scored)
