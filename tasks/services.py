@@ -3,7 +3,7 @@ implemented by the runner (`lowshot.benchmark.runner.RunContext`), so that tasks
 """
 from __future__ import annotations
 
-from typing import Callable, ContextManager, Protocol
+from typing import Callable, ContextManager, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -12,6 +12,7 @@ class ProgressBar(Protocol):
     def update(self, n: int = 1) -> None: ...
 
 
+@runtime_checkable
 class RunServices(Protocol):
     """Features through the verified cache, other cached arrays, progress, and the run's options a fit reads."""
 
