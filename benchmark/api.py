@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from lowshot.model_zoo.errors import BadInputError, MissingFileError, one_line
+from lowshot.model_zoo.errors import BadInputError
 
 from .features import FeatureCache
 from .leaderboard import records_frame
@@ -68,28 +68,14 @@ def run_and_read(tasks: list, extractor, ctx: RunContext) -> pd.DataFrame:
 
 
 def build_tasks(names: list[str], data_root=None, settings=None, skipped=None) -> list:
-    """The runnable tasks a list of task names and groups means, their data read and checked: a task named
-    explicitly must have its data; a group's member without its data is skipped (`skipped(line)` is told)."""
-    from lowshot.tasks.registry import TaskOptions, expand, get_task
+    """The runnable tasks a list of task names and groups means, their data read and checked (as `lowshot bench`
+    builds them): a task named explicitly must have its data; a group's member without it is skipped (`skipped(line)`
+    is told)."""
+    from lowshot.tasks.registry import TaskOptions, expand
 
-    from .bench_command import check_settings
+    from .bench_command import build_tasks as build
 
-    asked = expand(names)
-    check_settings(settings, [n for n, _ in asked])
-    opts = TaskOptions(data_root)
-    built = []
-    for task_name, by_name in asked:
-        entry = get_task(task_name)
-        try:
-            built.append(entry.build(opts))
-        except FileNotFoundError as e:
-            if by_name:
-                raise MissingFileError(f"{task_name}: {one_line(e)}") from None
-            if skipped:
-                skipped(f"skipping {task_name}: {one_line(e)}")
-    if not built:
-        raise MissingFileError(f"no task to run: no dataset found under {data_root}")
-    return built
+    return build(expand(names), TaskOptions(data_root), settings, skipped or (lambda line: None))
 
 
 @contextlib.contextmanager

@@ -123,7 +123,7 @@ def check_settings(asked: list[str] | None, task_names: list[str]) -> None:
 
 
 def _bench(args) -> int:
-    from lowshot.tasks.registry import TaskOptions, embedded_tasks, expand, get_task, real_tasks
+    from lowshot.tasks.registry import TaskOptions, embedded_tasks, expand, real_tasks
 
     from . import distributed
     from .features import FeatureCache
@@ -145,35 +145,23 @@ def _bench(args) -> int:
                      device=args.device, batch_size=args.batch_size, workers=args.workers,
                      progress=not args.quiet and rank == 0, extract_only=args.extract_only)
     t0 = time.time()
-    opts = TaskOptions(args.data_root, args.splits, args.custom_splits)
     asked = expand(args.task) if args.task else [(n, False) for n in (embedded_tasks() if embedded else real_tasks())]
-    check_settings(args.setting, [n for n, _ in asked])  # the declarations need no data: before anything is read
-    built = []  # datasets are read and checked before any model runs
-    for name, by_name in asked:
-        entry = get_task(name)
-        try:
-            built.append((entry, entry.build(opts)))
-        except FileNotFoundError as e:
-            if by_name:  # asked for by name: its data must be there
-                raise MissingFileError(f"{name}: {one_line(e)}") from None
-            print(f"skipping {name}: {one_line(e)}")
-    if not built:
-        raise MissingFileError(f"no task to run: no dataset found under {args.data_root}")
+    built = build_tasks(asked, TaskOptions(args.data_root, args.splits, args.custom_splits), args.setting)
     planned = []  # before any work: every model x task's records and feature sets
     load = dict(method=args.method, num_heads=args.num_heads, layout=args.layout, weights=args.weights,
                 device=args.device, bf16=args.bf16, trust=args.trust_checkpoint, weights_file=args.weights_file)
     for spec in expand_models(resolve_models(args.model, embedded)):  # one model in memory at a time
         model = load_spec(spec, **load)
-        planned.append((spec, [(entry, task, plan_task(task, model, ctx)) for entry, task in built]))
+        planned.append((spec, [(task, plan_task(task, model, ctx)) for task in built]))
         del model
     if rank == 0:
-        print(plan_text([plan for _, plans in planned for _, _, plan in plans]), flush=True)
+        print(plan_text([plan for _, plans in planned for _, plan in plans]), flush=True)
     written = []
     for spec, plans in planned:
-        model = load_spec(spec, again=True, **load) if any(plan.todo for _, _, plan in plans) else None
-        for entry, task, plan in plans:
+        model = load_spec(spec, again=True, **load) if any(plan.todo for _, plan in plans) else None
+        for task, plan in plans:
             if rank == 0:
-                print(f"== {plan.model} on {entry.name}", flush=True)
+                print(f"== {plan.model} on {task.name}", flush=True)
             written += run_task(task, model, ctx, plan)
         del model
     if args.extract_only:
@@ -197,6 +185,26 @@ def _bench(args) -> int:
         print(f"figure: {p}")
     print(not_converged_text(not_converged(frame[frame["config_digest"].isin(ctx.configs)])))
     return 0
+
+
+def build_tasks(asked: list[tuple[str, bool]], opts, settings=None, skipped=print) -> list:
+    """The runnable tasks of `asked` ((task, asked for by name), `tasks.registry.expand`), their data read and checked
+    before any model runs: a task asked for by name must have its data; a group's member without it is skipped
+    (`skipped(line)` says so). `settings` (--setting) are checked against the declarations first, reading no data."""
+    from lowshot.tasks.registry import get_task
+
+    check_settings(settings, [n for n, _ in asked])
+    built = []
+    for name, by_name in asked:
+        try:
+            built.append(get_task(name).build(opts))
+        except FileNotFoundError as e:
+            if by_name:
+                raise MissingFileError(f"{name}: {one_line(e)}") from None
+            skipped(f"skipping {name}: {one_line(e)}")
+    if not built:
+        raise MissingFileError(f"no task to run: no dataset found under {opts.data_root}")
+    return built
 
 
 def plan_text(plans) -> str:

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.stats  # noqa: F401  (scipy adds a warnings filter of its own when first imported: done here)
 import timm
 import torch
 
