@@ -16,6 +16,7 @@ import pandas as pd
 from lowshot.model_zoo.errors import BadInputError
 from lowshot.tasks.spectrum import LABEL_FREE
 
+from .escaping import markdown_text
 from .statistics import CONFIDENCE, cell_interval, compare_cell, holm
 
 VERDICT_COLUMNS = ["ci_low", "ci_high", "ci_method", "mark", "best_model", "vs_best", "vs_best_low", "vs_best_high",
@@ -141,5 +142,5 @@ def ranks_markdown(summary: pd.DataFrame) -> str:
              "columns a model was ranked in.", "", "| model | mean rank | columns |", "|---|---|---|"]
     for _, r in ranks.iterrows():
         model = f"{r['model']} [{r['variant']}]" if isinstance(r["variant"], str) and r["variant"] else r["model"]
-        lines.append(f"| {model} | {r['mean_rank']:.2f} | {int(r['columns'])} |")
+        lines.append(f"| {markdown_text(model)} | {r['mean_rank']:.2f} | {int(r['columns'])} |")
     return "\n".join(lines + [""])

@@ -49,7 +49,9 @@ def test_leaderboard_and_plot_commands_read_the_records(tmp_path, capsys):
         write_record(record_path(tmp_path, "dino-tiny", "embedded-lowshot", "5img", seed, "logreg"), rec)
     assert main(["leaderboard", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| dino-tiny | dino | ours | 11.0 ± 1.4 (n=2) |" in out and f"markdown: {tmp_path / 'leaderboard.md'}" in out
+    # two seeds and no per-image evidence: a t-interval over the seeds, 11 ± t(0.975, 1) x 1.0
+    assert "| dino-tiny | dino | ours | 11.0 ± 1.4 [-1.7, 23.7] (n=2) |" in out
+    assert f"markdown: {tmp_path / 'leaderboard.md'}" in out
     assert main(["plot", "figure1", str(tmp_path), "--out", str(tmp_path / "fig")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "fig" / f"figure1_embedded-lowshot.{e}")
                                                for e in ("png", "pdf")]

@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 
 import pytest
 
+from lowshot.benchmark.escaping import markdown_text
 from lowshot.benchmark.leaderboard import load_summary, write_tables
 from lowshot.benchmark.plots import draw_task
 from lowshot.benchmark.records import record_path, write_record
@@ -76,12 +77,17 @@ def test_markdown_tables_show_hostile_names_as_text_in_their_own_cell(tmp_path):
     parsed = _Cells()
     parsed.feed(page)
     assert "img" not in parsed.tags  # raw HTML allowed, yet no element comes from a name
-    rows = {row[0]: row for row in parsed.rows if row}
+    rows = {}
+    for row in parsed.rows:  # the task's table first (the mean-rank table after it names the models again)
+        if row:
+            rows.setdefault(row[0], row)
     header = rows["model"]
     for i, name in enumerate(names):
         row = rows[name]  # the name, character for character, as the first cell
         assert len(row) == len(header) and row[1] == name
-        assert row[header.index("1img")] == f"{40.0 + i:.1f} (n=1)"  # the score stays in its column
+        assert row[header.index("1img")].startswith(f"{40.0 + i:.1f} (n=1)")  # the score stays in its column
+    ranks = md[md.index("## Mean rank"):]  # the mean-rank table names the models as text too
+    assert all(markdown_text(name) in ranks for name in names)
 
 
 def test_markdown_transfer_mean_escapes_names(tmp_path):

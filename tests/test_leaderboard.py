@@ -106,9 +106,14 @@ def test_figure1_and_family_plots(results, tmp_path, capsys):
     fig_dir, fam_dir = tmp_path / "fig", tmp_path / "fam"
     assert capsys.readouterr().out.split() == [str(fig_dir / "figure1_imagenet-lowshot.png"),
                                                str(fig_dir / "figure1_imagenet-lowshot.pdf")]
-    assert _curves(draw_task(summary, "imagenet-lowshot", "logreg")) == {
-        "dino-vits16": ([1, 2, 5, 12.8], [41, 51, 60, 64], [1, 1, 1, None]),  # 1 %: one seed, no error bar
-        "msn-vits16": ([1], [47.5], [None])}
+    curves = _curves(draw_task(summary, "imagenet-lowshot", "logreg"))
+    assert set(curves) == {"dino-vits16", "msn-vits16"}
+    assert curves["dino-vits16"][1:] == ([41, 51, 60, 64], [1, 1, 1, None])  # 1 %: one seed, no error bar
+    assert curves["msn-vits16"][1:] == ([47.5], [None])
+    # each model's x is its setting's times one factor of its own (dodge), so that error bars never overlap
+    dino = [x / s for x, s in zip(curves["dino-vits16"][0], (1, 2, 5, 12.8))]
+    msn = curves["msn-vits16"][0][0] / 1
+    assert dino == pytest.approx([dino[0]] * 4) and 10 ** -0.08 <= dino[0] < msn <= 10 ** 0.08
     published = [c for c in draw_task(summary, "imagenet-lowshot", "logreg").axes[0].containers
                  if c.get_label().startswith("_")]
     assert any(list(c.lines[0].get_ydata()) == [46.1, 56.2, 64.7, 69.7] for c in published)  # iBOT ViT-B/16
