@@ -171,7 +171,7 @@ VERBS = {  # verb -> its help line (ARGUMENTS: the function that declares its op
     "report": "one self-contained HTML page: sortable tables, figures, provenance per cell",
     "status": "the jobs of a `lowshot bench --launcher slurm` run: done, running, pending, failed (with their logs); "
               "the leaderboard and report once all have ended",
-    "compare": "model A against model B, cell by cell: difference, 95 % interval, paired test, Holm",
+    "compare": "model A against model B, cell by cell: difference, 95 %% interval, paired test, Holm",
 }
 
 
