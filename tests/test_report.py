@@ -50,6 +50,10 @@ def results(tmp_path):
     return r
 
 
+def _without_intervals_and_marks(row: str) -> str:
+    return re.sub(r" \[[^\]]*\]| [▲≈]", "", row)
+
+
 def test_tables_order_settings_by_labelled_images_and_show_the_seeds(results, tmp_path):
     paths = build(results, tmp_path / "out")
     md = paths["markdown"].read_text()
@@ -57,11 +61,14 @@ def test_tables_order_settings_by_labelled_images_and_show_the_seeds(results, tm
     header = next(line for line in section.splitlines() if line.startswith("| model"))
     assert header.split(" | ")[3:] == ["1shot", "1percent", "5shot", "full |"]
     dino = next(line for line in section.splitlines() if line.startswith("| dino-tiny"))
-    assert dino.split(" | ")[3:5] == ["16.0 ± 1.0 (n=3)", "17.0 ± 1.0 (n=3)"]  # 1shot 15, 16, 17; 1percent
+    # cells: mean ± std, the 95 % interval over seeds (t, 2 degrees of freedom: ± 2.48), n, †, the column's mark
+    assert dino.split(" | ")[3:5] == ["16.0 ± 1.0 [13.5, 18.5] (n=3)", "17.0 ± 1.0 [14.5, 19.5] (n=3)"]
+    dino = _without_intervals_and_marks(dino)
     assert "| 18.0 ± 1.0 (n=3) † |" in dino  # 5shot, one seed did not converge
     assert dino.endswith("26.0 (n=1) † |")  # one seed: no std, and its n
     msn = next(line for line in section.splitlines() if line.startswith("| msn-tiny"))
-    assert msn.split(" | ")[3:] == ["22.0 ± 1.0 (n=3)", "–", "30.0 (n=1)", "– |"]
+    assert msn.split(" | ")[3] == "22.0 ± 1.0 [19.5, 24.5] (n=3) ▲"  # the best of its column
+    assert _without_intervals_and_marks(msn).split(" | ")[3:] == ["22.0 ± 1.0 (n=3)", "–", "30.0 (n=1)", "– |"]
     assert "1percent: 20 images (1.25 per class)" in section
     # every value stays in the CSVs
     records = pd.read_csv(paths["records"])
@@ -90,11 +97,17 @@ def test_figure_positions_chance_line_single_seeds_and_caption(results):
     assert labels == ["1", "1 %", "5", "100 %"]  # in the order of labelled images, not the declared one
     assert list(ax.get_xticks()) == pytest.approx([9 / 16, 20 / 16, 43 / 16, 2000 / 16])
     dino = ax.containers[0]  # curves in model order: dino-tiny first
-    assert list(dino.lines[0].get_xdata()) == pytest.approx([9 / 16, 20 / 16, 43 / 16, 2000 / 16])
+    shift = dino.lines[0].get_xdata()[0] / (9 / 16)  # the model's own factor along the log axis (dodge)
+    assert list(dino.lines[0].get_xdata()) == pytest.approx([shift * x for x in (9 / 16, 20 / 16, 43 / 16, 2000 / 16)])
+    assert 10 ** -0.08 <= shift < 1
     chance = [line for line in ax.get_lines() if line.get_label().startswith("chance")]
     assert len(chance) == 1 and list(chance[0].get_ydata()) == [15.0, 15.0]
     halves = [line for line in ax.get_lines() if line.get_fillstyle() == "left" and len(line.get_xdata())]
-    assert [list(line.get_xdata()) for line in halves] == [[2000 / 16], [43 / 16]]  # dino full, msn 5shot
+    msn_shift = ax.containers[1].lines[0].get_xdata()[0] / (9 / 16)
+    assert msn_shift > shift  # the two models' points never share an x
+    assert [x for line in halves for x in line.get_xdata()] == pytest.approx(
+        [shift * 2000 / 16, msn_shift * 43 / 16]) and [len(line.get_xdata()) for line in halves] == [1, 1]
+    # dino full, msn 5shot: one seed each, half-filled
     assert mcolors.to_hex(halves[0].get_markerfacecoloralt()) == "#ffffff"
     caption = fig.texts[-1].get_text()
     assert "± sample std over 3 seeds" in caption and "one seed" in caption and "chance level (15.0)" in caption
