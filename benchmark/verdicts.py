@@ -92,6 +92,10 @@ def _model_name(row) -> str:
     return f"{row['model']} [{variant}]" if isinstance(variant, str) and variant else str(row["model"])
 
 
+def _shown(value, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and np.isfinite(value) else "–"
+
+
 def verdict_lines(verdict: dict) -> list[str]:
     """What the report shows of a clicked cell: its interval, and its comparison with the best of its column."""
     lines = []
@@ -99,13 +103,15 @@ def verdict_lines(verdict: dict) -> list[str]:
         lines.append(f"95 % interval: [{verdict['ci_low']:.2f}, {verdict['ci_high']:.2f}] ({verdict['ci_method']})")
     if verdict.get("mark") == BEST:
         lines.append("the best cell of its column (▲)")
-    elif "vs_best" in verdict:
-        holm_p = verdict.get("p_holm_vs_best", float("nan"))
-        lines.append(f"against the column's best, {verdict['best_model']}: difference {verdict['vs_best']:+.2f}, "
-                     f"95 % interval [{verdict['vs_best_low']:.2f}, {verdict['vs_best_high']:.2f}], p = "
-                     f"{verdict['p_vs_best']:.4f}, Holm-corrected over the table p = {holm_p:.4f}: "
-                     + ("not significantly different (≈)" if verdict.get("mark") == TIED else "significantly lower")
-                     + f" ({verdict['test']})")
+    elif "vs_best" in verdict:  # a field without a value (no interval: e.g. one seed, no evidence) reads "–"
+        low, high, p, holm_p = (_shown(verdict.get(k), digits) for k, digits in (
+            ("vs_best_low", 2), ("vs_best_high", 2), ("p_vs_best", 4), ("p_holm_vs_best", 4)))
+        lines.append(f"against the column's best, {verdict.get('best_model', '–')}: difference "
+                     f"{verdict['vs_best']:+.2f}, 95 % interval [{low}, {high}], p = {p}, Holm-corrected over the "
+                     f"table p = {holm_p}: "
+                     + ("not significantly different (≈)" if verdict.get("mark") == TIED
+                        else "no p-value" if holm_p == "–" else "significantly lower")
+                     + f" ({verdict.get('test', '–')})")
     if "rank" in verdict:
         lines.append(f"rank in its column: {int(verdict['rank'])}")
     return lines

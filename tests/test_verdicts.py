@@ -58,3 +58,13 @@ def test_without_evidence_the_interval_is_the_t_interval_over_seeds(tmp_path):
         path.write_text(json.dumps(record))
     _, _, summary = load_all(tmp_path, reference=None)
     assert set(summary["ci_method"]) == {"t over seeds"}
+
+
+def test_a_comparison_without_an_interval_still_shows_in_the_report():
+    """A cell compared with its column's best whose difference has no interval (one seed, no per-image evidence:
+    the fields are missing from the verdict) is shown with "–", never a KeyError (the committed embedded report)."""
+    from lowshot.benchmark.verdicts import verdict_lines
+
+    lines = verdict_lines({"mark": None, "vs_best": -1.25, "best_model": "msn-tiny", "p_vs_best": float("nan")})
+    assert lines == ["against the column's best, msn-tiny: difference -1.25, 95 % interval [–, –], p = –, "
+                     "Holm-corrected over the table p = –: no p-value (–)"]
