@@ -45,9 +45,9 @@ gpu-check: $(STAMP)
 	$(BIN)/python -m lowshot.benchmark.perf.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # Regenerate the committed embedded-default results (records, leaderboard, figures, report) in results/embedded.
-# Records of a results directory (<results>/<model>/<task>/*.json; the saved split files stay): deleted before a
+# Records of a results directory (<results>/<model>/<task>/*.json and their *.evidence.npz; the saved split files stay): deleted before a
 # regeneration, so that no record of an older configuration is left beside the new ones.
-clear_records = find $(1) -mindepth 3 -maxdepth 3 -name '*.json' -not -path '*/splits/*' -delete
+clear_records = find $(1) -mindepth 3 -maxdepth 3 \( -name '*.json' -o -name '*.evidence.npz' \) -not -path '*/splits/*' -delete
 
 results: $(STAMP)
 	$(call clear_records,$(EMBEDDED_RESULTS))
