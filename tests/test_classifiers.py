@@ -95,7 +95,8 @@ def test_preprocess_rejects_non_finite(bad):
 
 
 # ------------------------------------------------------------------------------ logistic regression
-def test_logreg_reaches_reference_optimum():
+@pytest.mark.parametrize("solver", ["auto", "lbfgs"])  # small: auto is Newton-CG in float64; L-BFGS in float32
+def test_logreg_reaches_reference_optimum(solver):
     """Same objective value as a tight float64 scipy L-BFGS-B solve of the documented objective."""
     from scipy.optimize import minimize
 
@@ -116,7 +117,7 @@ def test_logreg_reaches_reference_optimum():
 
     ref = minimize(fun, np.zeros(d * c), jac=True, method="L-BFGS-B",
                    options={"maxiter": 20000, "gtol": 1e-12, "ftol": 1e-15})
-    clf = LogisticRegression(lambd=lambd, tol=1e-5).fit(Xtr, ytr)
+    clf = LogisticRegression(lambd=lambd, tol=1e-5, solver=solver).fit(Xtr, ytr)
     assert clf.converged_
     ours = _objective(clf.coef_, Xtr, ytr, lambd)
     assert abs(ours - ref.fun) / ref.fun < 1e-5, (ours, ref.fun)
@@ -128,6 +129,69 @@ def test_logreg_reaches_reference_optimum():
 
     sk = SkLR(C=1.0 / lambd, fit_intercept=False, tol=1e-8, max_iter=10000).fit(X64, ytr)
     assert abs(_objective(sk.coef_.T, Xtr, ytr, lambd) - ours) / ours < 1e-5
+
+
+def test_softmax_loss_and_gradient_match_float64():
+    """The L-BFGS loss on float32 logits (fused in-place softmax): sum of cross-entropies and dLoss/dZ against a
+    float64 reference, with rows where the true class takes almost all the mass and rows where its probability
+    underflows float32; the true-class entry -Σ_{c≠y} p_c keeps its relative precision when it is tiny."""
+    from lowshot.tasks.classifiers.solver import softmax_ce_
+
+    gen = torch.Generator().manual_seed(0)
+    Z = torch.randn(400, 30, generator=gen) * 4
+    y = torch.randint(0, 30, (400,), generator=gen)
+    rows = torch.arange(400)
+    Z[rows[:20], y[:20]] = Z[:20].amax(1) + 40          # p_y = 1 - O(e^-40): confident
+    Z[rows[20:40], y[20:40]] = Z[20:40].amin(1) - 200   # p_y ~ e^-200: underflows float32
+    Zd = Z.double()
+    loss_ref = float((torch.logsumexp(Zd, 1) - Zd[rows, y]).sum())
+    R_ref = torch.softmax(Zd, 1)
+    R_ref[rows, y] = -R_ref.masked_fill(torch.nn.functional.one_hot(y, 30).bool(), 0).sum(1)  # -Σ_{c≠y} p_c
+    loss, R = softmax_ce_(Z.clone(), y)
+    assert abs(loss - loss_ref) / loss_ref < 1e-6, (loss, loss_ref)
+    assert float((R.double() - R_ref).abs().max()) < 1e-6
+    true_entry, true_ref = R[rows[:20], y[:20]].double(), R_ref[rows[:20], y[:20]]
+    assert bool((true_entry < 0).all()) and float(((true_entry - true_ref) / true_ref).abs().max()) < 1e-5
+
+
+def test_rowdot_blocks_match_float64():
+    from lowshot.tasks.classifiers.solver import _rowdot
+
+    gen = torch.Generator().manual_seed(1)
+    A, B = torch.randn(3000, 700, generator=gen), torch.randn(3000, 700, generator=gen)
+    ref = float((A.double() * B.double()).sum())
+    scale = float((A.double() * B.double()).abs().sum())
+    assert abs(_rowdot(A, B) - ref) < 1e-6 * scale
+    assert abs(_rowdot(A[:3], B[:3]) - float((A[:3].double() * B[:3].double()).sum())) < 1e-6 * scale
+
+
+def test_lbfgs_memory_matches_two_loop_recursion():
+    """H·g of the compact L-BFGS memory (ring buffer, pairs overwritten) equals the classic two-loop recursion over
+    the last m pairs, both when apply computes [S'g; Y'g] and when it takes them from push's pass."""
+    from lowshot.tasks.classifiers.solver import _LBFGSMemory
+
+    gen = torch.Generator().manual_seed(2)
+    p, m = 50, 4
+    A = torch.randn(p, p, generator=gen, dtype=torch.float64)
+    A = A @ A.T + p * torch.eye(p, dtype=torch.float64)      # a convex quadratic's Hessian: y = A s
+    memory, pairs = _LBFGSMemory(m, p, torch.device("cpu")), []
+    for _ in range(7):                                        # more pairs than m: the ring wraps
+        s_vec = torch.randn(p, generator=gen, dtype=torch.float64)
+        y_vec = A @ s_vec
+        g = torch.randn(p, generator=gen, dtype=torch.float64)
+        products = memory.push(s_vec, y_vec, g)
+        pairs = (pairs + [(s_vec, y_vec)])[-m:]
+        q, alphas = g.clone(), []
+        for s_i, y_i in reversed(pairs):
+            a = float(s_i @ q) / float(s_i @ y_i)
+            q -= a * y_i
+            alphas.append(a)
+        s_n, y_n = pairs[-1]
+        q *= float(s_n @ y_n) / float(y_n @ y_n)
+        for (s_i, y_i), a in zip(pairs, reversed(alphas)):
+            q += (a - float(y_i @ q) / float(s_i @ y_i)) * s_i
+        torch.testing.assert_close(memory.apply(g), q, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(memory.apply(g, products), q, rtol=1e-10, atol=1e-12)
 
 
 def test_logreg_float64_and_info():

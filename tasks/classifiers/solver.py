@@ -10,22 +10,29 @@ import torch
 def softmax_ce_(Z: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Σ_i CE(y_i, z_i) and R = dLoss/dZ = softmax(Z) - onehot(y), computed in Z's storage.
 
-    Precision matters near the optimum, where the true class takes almost all the mass: the loss
-    is log1p(Σ_{c≠y} e^{z_c - z_y}) and R's true-class entry -Σ_{c≠y} p_c, both without the
-    cancellation of log(Σ_c ...) or p_y - 1 in float32.
+    The softmax is torch's fused kernel, run in place (each row is read for its maximum and sum before it is
+    written): about half the time of separate max / exp / sum / divide passes over [N, C]. Precision matters near
+    the optimum, where the true class takes almost all the mass: the loss is log1p(Σ_{c≠y} p_c / p_y) and R's
+    true-class entry -Σ_{c≠y} p_c, both without the cancellation of log(Σ_c ...) or p_y - 1 in float32. Where
+    p_y underflows (a true logit far below the row's maximum) the loss is (z_max - z_y) + log Σ_c e^{z_c - z_max},
+    the sum being 1 / max_c p_c.
     """
     y1 = y[:, None]
-    z_true = Z.gather(1, y1)
-    zmax = Z.amax(dim=1, keepdim=True)
-    E = Z.sub_(zmax).exp_()                     # e^{z - max}
-    e_true = (z_true - zmax).exp()
-    E.scatter_(1, y1, 0.0)
-    rest = E.sum(dim=1, keepdim=True)           # Σ_{c≠y} e^{z_c - max}
-    total = e_true + rest
-    loss = torch.where(e_true > 0.5, torch.log1p(rest / e_true), total.log() - (z_true - zmax))
-    R = E.div_(total)
-    R.scatter_(1, y1, -rest / total)
-    return float(loss.sum(dtype=torch.float64)), R
+    gap = Z.amax(dim=1, keepdim=True).sub_(Z.gather(1, y1))   # z_max - z_y >= 0, before Z is overwritten
+    P = torch.ops.aten._softmax.out(Z, 1, False, out=Z)
+    p_true = P.gather(1, y1)
+    P.scatter_(1, y1, 0.0)
+    rest = P.sum(dim=1, keepdim=True)           # Σ_{c≠y} p_c
+    loss = torch.where(p_true > 0.5, torch.log1p(rest / p_true), -p_true.log())
+    tiny = (p_true < _TINY)[:, 0].nonzero()[:, 0]
+    if len(tiny):
+        loss[tiny] = gap[tiny] - P[tiny].amax(dim=1, keepdim=True).log()
+    P.scatter_(1, y1, -rest)
+    return float(loss.sum(dtype=torch.float64)), P
+
+
+#: below this probability a float32 log loses digits to subnormals: the loss is computed from the logits' gap
+_TINY = 1e-30
 
 
 def sigmoid_bce_(Z: torch.Tensor, S: torch.Tensor, M: torch.Tensor | None) -> tuple[float, torch.Tensor]:
@@ -49,9 +56,15 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a.reshape(-1), b.reshape(-1)))
 
 
-def _rowdot(A: torch.Tensor, B: torch.Tensor) -> float:
-    """<A, B> for large [N, C] tensors: a dot per row in the input dtype, float64 over rows."""
-    return float(torch.einsum("ij,ij->i", A, B).sum(dtype=torch.float64))
+def _rowdot(A: torch.Tensor, B: torch.Tensor, block: int = 1 << 16) -> float:
+    """<A, B> for large [N, C] tensors: a BLAS dot per block of rows (~64k entries) in the input dtype, the blocks
+    summed in float64 (the error of one float32 dot over all N·C entries grows with its length; this one's stays
+    at a block's)."""
+    rows = max(1, block // max(1, A.shape[1]))
+    if A.shape[0] <= rows:
+        return float(torch.dot(A.reshape(-1), B.reshape(-1)))
+    return math.fsum(float(torch.dot(A[s:s + rows].reshape(-1), B[s:s + rows].reshape(-1)))
+                     for s in range(0, A.shape[0], rows))
 
 
 class _LBFGSMemory:
@@ -75,25 +88,29 @@ class _LBFGSMemory:
         self.YY = torch.zeros(m, m, dtype=torch.float64, device=device)   # YY[i, j] = y_i'y_j
         self.order: list[int] = []              # buffer rows, oldest pair first
 
-    def push(self, s: torch.Tensor, y: torch.Tensor) -> None:
+    def push(self, s: torch.Tensor, y: torch.Tensor, g_next: torch.Tensor) -> torch.Tensor:
+        """Store the pair (s, y); returns [S'g; Y'g] for the gradient g_next that the next :meth:`apply` takes,
+        from the same pass over the buffer (the buffer, 2m x P in float64, is the largest array an iteration
+        reads after X and the logits)."""
         m = self.m
         r = self.order.pop(0) if len(self.order) == m else len(self.order)
         self.buf[r], self.buf[m + r] = s, y
-        prods = self.buf @ torch.stack([s, y], dim=1)          # [2m, 2]: s_i's, s_i'y, y_i's, y_i'y
+        prods = self.buf @ torch.stack([s, y, g_next], dim=1)  # [2m, 3]: s_i's, s_i'y, s_i'g; y_i's, y_i'y, y_i'g
         self.SY[r, :] = prods[m:, 0]
         self.SY[:, r] = prods[:m, 1]
         self.YY[r, :] = self.YY[:, r] = prods[m:, 1]
         self.order.append(r)
+        return prods[:, 2]
 
     def __len__(self) -> int:
         return len(self.order)
 
-    def apply(self, g: torch.Tensor) -> torch.Tensor:
-        """H g (for an empty memory: g)."""
+    def apply(self, g: torch.Tensor, products: torch.Tensor | None = None) -> torch.Tensor:
+        """H g (for an empty memory: g); ``products``: [S'g; Y'g] if :meth:`push` already computed them."""
         if not self.order:
             return g.clone()
         m, idx = self.m, torch.tensor(self.order, device=g.device)
-        ab = self.buf @ g                                      # [S'g; Y'g] in buffer order
+        ab = self.buf @ g if products is None else products     # [S'g; Y'g] in buffer order
         a, b = ab[:m][idx], ab[m:][idx]
         SY, YY = self.SY[idx][:, idx], self.YY[idx][:, idx]
         newest = self.order[-1]
@@ -163,6 +180,7 @@ def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.
         return lsum / n + 0.5 * reg * _dot(W64, W64), gradient(R)
 
     f, G = exact()
+    g_products = None                           # [S'G; Y'G] of the current G, when the last push computed them
     n_matmul, stale, it, status = 2, 0, 0, "max_iter"
     while True:
         if float(G.abs().max()) <= tol * g0_norm:
@@ -170,10 +188,11 @@ def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.
                 status = "converged"
                 break
             (f, G), n_matmul, stale = exact(), n_matmul + 2, 0   # re-check without drift
+            g_products = None
             continue
         if it >= max_iter:
             break
-        D = -memory.apply(G.reshape(-1)).reshape(G.shape)       # D = -H ∇F
+        D = -memory.apply(G.reshape(-1), g_products).reshape(G.shape)   # D = -H ∇F
         gtd = _dot(G, D)
         if gtd >= 0:                            # not a descent direction (numerics): restart
             memory = _LBFGSMemory(history_size, W.numel(), W.device)
@@ -194,8 +213,9 @@ def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.
         n_matmul += 1
         s_vec, y_vec = D.mul_(t).reshape(-1), (G_new - G).reshape(-1)
         sy = _dot(s_vec, y_vec)
+        g_products = None
         if sy > 1e-10 * _dot(y_vec, y_vec):     # usable curvature pair (always, F is convex)
-            memory.push(s_vec, y_vec)
+            g_products = memory.push(s_vec, y_vec, G_new.reshape(-1))
         f, G = f_new, G_new
         it, stale = it + 1, stale + 1
         if stale % refresh == 0:                # drop the drift of the incremental logits
@@ -241,9 +261,9 @@ def _line_search(Z, ZD, buf, W, D, f0, gtd0, t, loss_fn, reg, n, c1=1e-4, c2=0.1
             prev, d_prev, lo, d_lo = lo, d_lo, t, dt
         else:
             hi, d_hi = t, dt
-        if math.isinf(hi):                      # still descending: extrapolate, 2x..100x
+        if math.isinf(hi):                      # still descending: the secant root of φ', 1.1x..100x
             t_sec = lo - d_lo * (lo - prev) / (d_lo - d_prev) if d_lo > d_prev else math.inf
-            t = min(max(t_sec, 2.0 * lo), 100.0 * lo)
+            t = min(max(t_sec, 1.1 * lo), 100.0 * lo)
         else:                                   # bracketed: secant on φ', inside the bracket
             width = hi - lo
             t = lo - d_lo * width / (d_hi - d_lo) if d_hi > 0 else math.nan
