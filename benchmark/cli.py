@@ -89,7 +89,7 @@ def cmd_report(args) -> int:
     from .report import write_report
 
     _existing_results(args.results)
-    print(write_report(args.results, args.out))
+    print(write_report(args.results, args.out, args.bands))
     return 0
 
 
@@ -124,9 +124,11 @@ def cmd_plot(args) -> int:
     frame, summary = load_summary(args.results)
     out = args.out or args.results
     if args.figure == "series":
-        paths = series_figure(frame, out)
+        paths = series_figure(frame, out, args.bands, summary)
+    elif args.figure == "figure1":
+        paths = figure1(summary, out, args.task, args.bands)
     else:
-        paths = figure1(summary, out, args.task, args.bands) if args.figure == "figure1" else family_plots(summary, out)
+        paths = family_plots(summary, out, args.bands)
     for p in paths:
         print(p)
     return 0
@@ -241,7 +243,7 @@ def _plot_arguments(pl) -> None:
     pl.add_argument("--out", help="output directory (default: the results directory)")
     pl.add_argument("--task", help="figure1: which classification task (default: imagenet-lowshot if run)")
     pl.add_argument("--bands", choices=["std", "ci"], default="std",
-                    help="figure1: ± std bars over seeds (default) or shaded 95 %% intervals of the cells")
+                    help="error bars: ± sample std over seeds (default) or each cell's 95 %% interval (ci)")
     pl.set_defaults(func=cmd_plot)
 
 
@@ -249,6 +251,8 @@ def _report_arguments(rp) -> None:
     rp.add_argument("results", nargs="?", default="results/runs",
                     help="results directory of `lowshot bench` (default: results/runs)")
     rp.add_argument("--out", help="the HTML file to write (default: RESULTS/report.html)")
+    rp.add_argument("--bands", choices=["std", "ci"], default="std",
+                    help="the figures' error bars: ± sample std over seeds (default) or each cell's 95 %% interval")
     rp.set_defaults(func=cmd_report)
 
 

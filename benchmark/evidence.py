@@ -1,23 +1,28 @@
 """Evidence files: the per-image arrays of a record (`tasks.evidence`), written beside it and verified when read.
 
-`<record>.evidence.npz` (numpy's compressed archive) is written atomically before its record; the record's
-`evidence` field names the file, its kind, the arrays' shapes and dtypes, its size and an xxh3-64 checksum of the
-file. `read_evidence(record)` checks them all and raises `EvidenceError` (one line naming the file and what is
-wrong) on a missing, damaged or foreign file: a statistic is never computed from evidence that is not the
-record's. The evidence is output, never input: a record's identity does not depend on it.
+`<record>.evidence.npz` (numpy's compressed archive) is written atomically before its record
+(`evidence_beside`), and removed again when the record cannot be written (a full disk, a record that does not
+validate): no evidence file without its record is left, and an earlier record's evidence at that place is put
+back. The record's `evidence` field names the file, its kind, the arrays' shapes and dtypes, its size and an
+xxh3-64 checksum of the file. `read_evidence(record)` checks them all and raises `EvidenceError` (one line naming
+the file and what is wrong) on a missing, damaged or foreign file: a statistic is never computed from evidence
+that is not the record's. The evidence is output, never input: a record's identity does not depend on it.
 
 `score_resampled(kind, arrays, weights)` recomputes a record's main score for every row of an image weight
 matrix [B, N] (bootstrap counts; all ones = the record's own score), vectorised over the rows.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from lowshot.model_zoo.errors import BadInputError
-from lowshot.model_zoo.files import atomic_path
+from lowshot.model_zoo.files import atomic_path, temporary_prefix
 from lowshot.tasks.evidence import KINDS, Evidence
 
 from .array_store import CHECKSUM, file_checksum
@@ -44,6 +49,30 @@ def write_evidence(record_path: str | Path, evidence: Evidence) -> dict:
     return {"file": path.name, "kind": evidence.kind, "num_images": evidence.num_images, "bytes": size,
             CHECKSUM: checksum,
             "arrays": {k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in evidence.arrays.items()}}
+
+
+@contextlib.contextmanager
+def evidence_beside(record_path: str | Path, evidence: Evidence | None) -> Iterator[dict | None]:
+    """Write `evidence` beside the record at `record_path` and yield the record's `evidence` field (None for no
+    evidence: nothing is written) for the block to write the record. When the block fails, the new evidence file is
+    removed and the one it replaced (an earlier record's at that path, set aside meanwhile) put back, so that no
+    evidence file is left without its record; the error goes on."""
+    if evidence is None:
+        yield None
+        return
+    path = evidence_path(record_path)
+    earlier = path.with_name(f"{temporary_prefix(path.name)}earlier.tmp") if path.exists() else None
+    if earlier is not None:
+        os.replace(path, earlier)
+    try:
+        yield write_evidence(record_path, evidence)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        if earlier is not None:
+            os.replace(earlier, path)
+        raise
+    if earlier is not None:
+        earlier.unlink(missing_ok=True)
 
 
 def has_evidence(record: dict) -> bool:

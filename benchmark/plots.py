@@ -1,8 +1,9 @@
 """Figures from the summary table: the paper's Figure 1 and one plot per task.
 
 Figure 1: top-1 vs labels per class (1, 2, 5 images, 1 %) per method; our runs as filled markers with
-error bars (± sample std over seeds), a single-seed point half-filled and without error bar, published
-reference numbers as hollow markers of the same shape, the chance level as a dashed grey line; a caption under
+error bars (± sample std over seeds, or with `bands="ci"` each cell's 95 % interval from `benchmark.statistics`),
+a single-seed point half-filled (without error bar, or with its interval over the images when it has one),
+published reference numbers as hollow markers of the same shape, the chance level as a dashed grey line; a caption under
 the plot says so. Marker shape and line style differ per model, so the figure reads in grayscale. Settings are
 placed by their labelled images per class (`benchmark.positions`), with the tick labels and axis labels their
 task declares (`tasks.registry`); a setting a task does not declare is named on stderr and left out, never
@@ -14,22 +15,28 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lowshot.model_zoo.errors import BadInputError, UnknownNameError
 from lowshot.tasks.registry import declaration
 
-from .figure_style import (COLOURS, LINES, MARKERS, caption, chance_level, chance_line, chance_note, marker_key,
-                           new_figure, save_figure, single_seed_markers, staggered_ticks)
+from .figure_style import (COLOURS, LINES, MARKERS, caption, chance_level, chance_line, chance_note, check_bands,
+                           error_bars, interval_note, marker_key, new_figure, save_figure, single_seed_markers,
+                           staggered_ticks)
 from .escaping import figure_text
+from .leaderboard import GROUP
 from .positions import setting_positions
 from .transfer_report import FAMILY as TRANSFER, transfer_figure
+from .verdicts import cell_key
 
 def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, title: str | None = None,
               bands: str = "std"):
     """The matplotlib figure of `task`'s results (main score vs its settings, placed by their labelled images per
-    class, `benchmark.positions`); `bands="ci"` draws each curve's 95 % intervals (`benchmark.verdicts`) as a
-    shaded band instead of ± std bars. Raises BadInputError when there is nothing to plot."""
+    class, `benchmark.positions`); `bands="ci"`: each point's error bar is its cell's 95 % interval (the summary's
+    ci_low / ci_high, `benchmark.verdicts`) instead of ± std; a point without one is drawn alone. Raises
+    BadInputError when there is nothing to plot."""
+    check_bands(bands)
     entry = declaration(task)
     if entry is None:
         raise UnknownNameError(f"task {task!r} is not a registered task: its settings have no declared axis")
@@ -68,12 +75,9 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
             single = part["n_seeds"] <= 1
             line = styles[model]["line"] if source == "ours" else "none"
             face = style["color"] if source == "ours" else "white"
-            as_band = bands == "ci" and source == "ours"
-            if as_band:
-                ci_band(ax, part, style["color"])
-            bars = ax.errorbar(part["x"], part["mean"], yerr=None if as_band else part["std"].where(~single),
-                               capsize=3, linestyle=line,
-                               linewidth=1.4, markerfacecolor=face, label=figure_text(model) if source == "ours" else None,
+            bars = ax.errorbar(part["x"], part["mean"], yerr=error_bars(part, single, bands), capsize=3,
+                               linestyle=line, linewidth=1.4, markerfacecolor=face,
+                               label=figure_text(model) if source == "ours" else None,
                                markevery=list(~single) if source == "ours" else None, **style)
             if source == "ours":
                 handles.append(bars)
@@ -84,7 +88,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
                                        label=figure_text(f"{model} (published)"), **style)[0])
     if chance is not None:
         handles.append(chance_line(ax, chance, f"chance ({chance:.1f})"))
-    handles += marker_key(ax, published=(rows["kind"] == "published").any())
+    handles += marker_key(ax, published=(rows["kind"] == "published").any(), bands=bands)
     ticks = sorted((x, labels[s]) for s, x in xs.items() if s in labels and not math.isnan(x))
     ax.set_xscale("log")
     ax.set_xticks([x for x, _ in ticks], staggered_ticks(ticks))
@@ -94,10 +98,7 @@ def draw_task(summary: pd.DataFrame, task: str, classifier: str | None = None, t
     ax.set_title(title or f"{task}: {protocol.metric_label.split(' (')[0]} vs labels")
     ax.grid(True, alpha=0.3)
     ax.legend(handles=handles, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    text = caption(rows, chance_note(chance)) if bands != "ci" else (
-        "Shaded bands: 95 % intervals of the cells (t over seeds widened by an image bootstrap; one seed: images "
-        "only). " + chance_note(chance))
-    fig.text(0.01, 0.01, text, fontsize=7.5, wrap=True, va="bottom")
+    fig.text(0.01, 0.01, caption(rows, chance_note(chance), bands=bands), fontsize=7.5, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
@@ -140,15 +141,6 @@ def curve_styles(curves: list[str]) -> dict[str, dict]:
     return styles
 
 
-def ci_band(ax, part: pd.DataFrame, colour) -> None:
-    """The 95 % intervals of one curve's points as a shaded band (points without an interval are left out)."""
-    if "ci_low" not in part:
-        return
-    low, high = (pd.to_numeric(part[c], errors="coerce") for c in ("ci_low", "ci_high"))
-    shown = low.notna() & high.notna()
-    ax.fill_between(part["x"][shown], low[shown], high[shown], color=colour, alpha=0.15, linewidth=0)
-
-
 def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier: str | None = None,
               title: str | None = None, bands: str = "std") -> list[Path]:
     """Write `<out_stem>.png` and `.pdf` of `task`'s results; returns their paths."""
@@ -163,35 +155,43 @@ def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None,
                      title=f"Figure 1 ({task}): logistic regression on frozen features", bands=bands)
 
 
-def family_plots(summary: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def family_plots(summary: pd.DataFrame, out_dir: str | Path, bands: str = "std") -> list[Path]:
     """One figure per (family, task) that has results of ours; the transfer family's tasks share one figure
-    (`benchmark.transfer_report`); label-free scores are in the tables only."""
-    paths = transfer_figure(summary, out_dir)
+    (`benchmark.transfer_report`); label-free scores are in the tables only. `bands`: as `draw_task`."""
+    paths = transfer_figure(summary, out_dir, check_bands(bands))
     ours = summary[(summary["source"] == "ours") & ~summary["family"].isin([TRANSFER, "label-free"])]
     for (family, task), rows in ours.groupby(["family", "task"]):
         if declaration(task) is None:
             print(f"{task}: not a registered task, no figure (its records are in the tables)", file=sys.stderr)
         elif family == "classification" and "logreg" in set(rows["classifier"]):
-            paths += figure1(summary, out_dir, task)
+            paths += figure1(summary, out_dir, task, bands)
         elif family == "classification":  # e.g. a k-NN-only run: one figure per classifier it has
             for classifier in sorted(set(rows["classifier"])):
-                paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}_{classifier}", classifier=classifier)
+                paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}_{classifier}",
+                                   classifier=classifier, bands=bands)
         else:
-            paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}")
+            paths += plot_task(summary, task, Path(out_dir) / f"{family}_{task}", bands=bands)
     return paths
 
 
-def series_figure(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+SERIES_POINT = ["task", "setting", "classifier", "run", "training_step"]
+
+
+def series_figure(frame: pd.DataFrame, out_dir: str | Path, bands: str = "std",
+                  summary: pd.DataFrame | None = None) -> list[Path]:
     """Score vs. training step of checkpoint series (records with a `training_step`, `lowshot bench --model
     'GLOB:name=RUN'`): a panel per (task, setting), a line per run and classifier, the mean over seeds with
-    ± sample std as error bars."""
+    ± sample std as error bars, or with `bands="ci"` the 95 % interval of the point's cell in `summary` (one
+    checkpoint's records of one configuration; none for a point that mixes configurations)."""
+    check_bands(bands)
     rows = frame[frame["training_step"].notna() & (frame["family"] != "label-free")]
     if rows.empty:
         raise BadInputError("no record has a training step: evaluate a series of checkpoints first "
                             "(lowshot bench --model 'runs/a/ckpt*.pth:name=run-a')")
     rows = rows.assign(run=rows["run"].fillna(rows["model"]), training_step=rows["training_step"].astype(float))
-    points = rows.groupby(["task", "setting", "classifier", "run", "training_step"], sort=True)["score"].agg(
-        ["mean", "std", "count"]).reset_index()
+    points = rows.groupby(SERIES_POINT, sort=True)["score"].agg(["mean", "std", "count"]).reset_index()
+    if bands == "ci":
+        points = points.join(_point_intervals(rows, summary), on=SERIES_POINT)
     panels = list(dict.fromkeys(zip(rows["task"], rows["setting"])))
     columns = min(3, len(panels))
     fig, axes = new_figure(math.ceil(len(panels) / columns), columns, figsize=(4.4 * columns,
@@ -205,8 +205,8 @@ def series_figure(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                           & (points["classifier"] == classifier)]
             if part.empty:
                 continue
-            ax.errorbar(part["training_step"], part["mean"], yerr=part["std"].where(part["count"] > 1), capsize=3,
-                        marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
+            ax.errorbar(part["training_step"], part["mean"], yerr=error_bars(part, part["count"] <= 1, bands),
+                        capsize=3, marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
                         linestyle=LINES[(i // len(COLOURS)) % len(LINES)], markersize=5, linewidth=1.3,
                         label=f"{run} ({classifier})")
         label = next((s.label for s in entry.declared_settings if s.name == setting), setting) if entry else setting
@@ -217,7 +217,27 @@ def series_figure(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         ax.legend(fontsize=7, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    fig.text(0.01, 0.01, "Mean over seeds, error bars ± sample std (none with one seed); x: the training step each "
-             "checkpoint's file (or file name) gives.", fontsize=7.5, va="bottom")
+    bars = "Mean over seeds. " + (interval_note(points) if bands == "ci" else
+                                  "Error bars: ± sample std (none with one seed).")
+    fig.text(0.01, 0.01, f"{bars} x: the training step each checkpoint's file (or file name) gives.", fontsize=7.5,
+             va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return save_figure(fig, Path(out_dir) / "series")
+
+
+def _point_intervals(rows: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataFrame:
+    """ci_low, ci_high, ci_method of each series point (index SERIES_POINT): those of the one summary cell its
+    records make (`benchmark.verdicts`, computed by `benchmark.statistics`), NaN when they make several."""
+    columns = ["ci_low", "ci_high", "ci_method"]
+    if summary is None or summary.empty or "ci_low" not in summary:
+        raise BadInputError("the series figure with 95 % intervals needs the summary of the records (load_summary)")
+    ours = summary[summary["source"] == "ours"]
+    interval = {cell_key(key): values for key, values in zip(ours[GROUP].itertuples(index=False, name=None),
+                                                            ours[columns].itertuples(index=False, name=None))}
+    cell = pd.Series([cell_key(k) for k in rows[GROUP].itertuples(index=False, name=None)], index=rows.index)
+    out = {}
+    for point, part in rows.assign(_cell=cell).groupby(SERIES_POINT, sort=True):
+        made_of = set(part["_cell"])
+        out[point] = interval.get(made_of.pop(), (np.nan,) * 3) if len(made_of) == 1 else (np.nan,) * 3
+    return pd.DataFrame(list(out.values()), index=pd.MultiIndex.from_tuples(list(out), names=SERIES_POINT),
+                        columns=columns)

@@ -1,7 +1,8 @@
 """`lowshot report RESULTS`: one self-contained static HTML page of a results directory.
 
 The page holds the per-task leaderboard tables (`benchmark.task_tables`; sortable by any column), the figures
-(`benchmark.plots.draw_task`, PNG embedded as data: URIs) and, for every cell, its provenance one click away: the
+(`benchmark.plots.draw_task`, PNG embedded as data: URIs; error bars ± std over seeds, or with `bands="ci"` the
+cells' 95 % intervals that the tables show) and, for every cell, its provenance one click away: the
 records it averages (path, seed, score, convergence, split source, when), the checkpoint sha256, the
 configuration digest, the setting as the task declares it, the classifier, feature and hyper-parameters and how
 they were chosen; for a published number, its source. Style sheet and script are inlined
@@ -21,6 +22,7 @@ from lowshot.model_zoo.files import atomic_write_text
 from lowshot.tasks.registry import declaration
 
 from .leaderboard import load_all
+from .figure_style import check_bands
 from .plots import draw_task
 from .escaping import script_json
 from .report_assets import CSS, JS
@@ -28,9 +30,18 @@ from .task_tables import TaskTable, labelled_text, task_tables
 from .verdicts import verdict_lines
 
 
-def _figure_uri(summary, task: str, classifier: str) -> str | None:
+FIGURE_NOTES = {
+    "std": "error bars are ± sample std over the seeds; half-filled markers are single seeds; hollow markers "
+           "published numbers; dashed line: chance.",
+    "ci": "error bars are the cells' 95 % intervals (those in the table); a point without a bar has none (one seed, "
+          "no per-image evidence); half-filled markers are single seeds (their interval covers the evaluation images "
+          "only); hollow markers published numbers (no interval); dashed line: chance.",
+}
+
+
+def _figure_uri(summary, task: str, classifier: str, bands: str) -> str | None:
     try:
-        fig = draw_task(summary, task, classifier, title=f"{task} ({classifier})")
+        fig = draw_task(summary, task, classifier, title=f"{task} ({classifier})", bands=bands)
     except LowshotError:
         return None
     buffer = io.BytesIO()
@@ -102,8 +113,10 @@ def _table_html(table: TaskTable, index: int, records: dict, frame, results: Pat
             f'<div class="provenance" id="panel-{index}"></div>')
 
 
-def render(results: str | Path) -> str:
-    """The report page of `results` as one HTML string."""
+def render(results: str | Path, bands: str = "std") -> str:
+    """The report page of `results` as one HTML string; `bands`: the figures' error bars, ± std over seeds or the
+    cells' 95 % intervals ("ci")."""
+    check_bands(bands)
     shown, results = str(results), Path(results).resolve()  # the heading names the folder as it was given
     raw, frame, summary = load_all(results)
     records = {str(r["path"]): r for r in raw}
@@ -119,12 +132,11 @@ def render(results: str | Path) -> str:
                  _table_html(table, i, records, frame, results, provenance)]
         ours = {r.classifier for r in table.rows if r.source == "ours"}
         for classifier in [c for c in table.classifiers if c in ours]:
-            uri = _figure_uri(summary, table.task, classifier)
+            uri = _figure_uri(summary, table.task, classifier, bands)
             if uri:
                 parts.append(f'<figure><img alt="{html.escape(table.task)} {html.escape(classifier)}" src="{uri}">'
                              f"<figcaption class=\"note\">{html.escape(table.task)}, {html.escape(classifier)}: "
-                             "error bars are ± sample std over the seeds; half-filled markers are single seeds; "
-                             "hollow markers published numbers; dashed line: chance.</figcaption></figure>")
+                             f"{html.escape(FIGURE_NOTES[bands])}</figcaption></figure>")
         sections.append("\n".join(parts))
     data = script_json(provenance)
     toc = " · ".join(f'<a href="#task-{i}">{html.escape(t.heading)}</a>' for i, t in enumerate(tables))
@@ -147,8 +159,8 @@ column's best.</p>
 """
 
 
-def write_report(results: str | Path, out: str | Path | None = None) -> Path:
+def write_report(results: str | Path, out: str | Path | None = None, bands: str = "std") -> Path:
     """Write the report of `results` to `out` (default `<results>/report.html`); returns its path."""
     out = Path(out) if out else Path(results) / "report.html"
-    atomic_write_text(out, render(results))
+    atomic_write_text(out, render(results, bands))
     return out

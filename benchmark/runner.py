@@ -27,7 +27,7 @@ from lowshot.tasks.spectrum import LABEL_FREE, LABEL_FREE_SCORES
 
 from . import distributed
 from . import progress as progress_lines
-from .evidence import write_evidence
+from .evidence import evidence_beside
 from .features import FeatureCache, default_workers
 from .planning import TaskPlan, plan_task, training_rows
 from .records import MalformedRecord, environment, read_record, safe_name, write_record
@@ -188,13 +188,15 @@ def _fit_and_score(task: LowShotTask, model, ctx: RunContext, plan: TaskPlan, pe
         setting, seed, classifier = key
         idx, source = subsets[(setting, seed)]
         planned = plan.keys[key]
-        if "evidence" in extra:  # per-image arrays, written beside the record; the record names and checksums them
-            extra = {**extra, "evidence": write_evidence(planned.path, extra["evidence"])}
-        record = {**common, "split_source": source, "feature": features[classifier], "num_train": int(len(idx)),
-                  "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[key].record, **extra,
-                  **planned.identity}
-        written.append(ctx.write(planned.path, model, task.name, task.family, task.main_score, setting, seed,
-                                 planned.classifier_id, metrics, record))
+        # per-image arrays, written beside the record (which names and checksums them), gone if the record fails
+        with evidence_beside(planned.path, extra.get("evidence")) as evidence:
+            if evidence is not None:
+                extra = {**extra, "evidence": evidence}
+            record = {**common, "split_source": source, "feature": features[classifier], "num_train": int(len(idx)),
+                      "preprocessing": CLASSIFIERS[classifier].preprocessing, **fitted[key].record, **extra,
+                      **planned.identity}
+            written.append(ctx.write(planned.path, model, task.name, task.family, task.main_score, setting, seed,
+                                     planned.classifier_id, metrics, record))
     return written
 
 

@@ -20,8 +20,8 @@ from lowshot.tasks.registry import TASK_GROUPS, declaration
 from lowshot.tasks.transfer import TRANSFER_SETTINGS
 
 from .escaping import csv_text, figure_text, markdown_text
-from .figure_style import (COLOURS, MARKERS, caption, chance_level, chance_line, marker_key, new_figure,
-                           save_figure, single_seed_markers)
+from .figure_style import (COLOURS, MARKERS, caption, chance_level, chance_line, check_bands, error_bars, marker_key,
+                           new_figure, save_figure, single_seed_markers)
 
 FAMILY = "transfer"
 MEAN_COLUMNS = ["model", "variant", "method", "classifier", "setting", "mean", "n_datasets", "datasets"]
@@ -83,9 +83,10 @@ def write_transfer_tables(summary: pd.DataFrame, out_dir) -> dict[str, Path]:
     return paths
 
 
-def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str) -> None:
+def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str, bands: str = "std") -> None:
     """One panel: the main score vs k per (model, classifier). Rows with seeds (a task's) get error bars of ± their
-    std and half-filled markers where one seed was run, and the task's chance level; the mean panel has neither."""
+    std (or their 95 % interval, `bands="ci"`) and half-filled markers where one seed was run, and the task's chance
+    level; the mean panel has neither."""
     xs = {s.name: s.x for s in TRANSFER_SETTINGS}
     for (curve, classifier), part in rows.groupby(["curve", "classifier"]):
         i = curves.index(curve)
@@ -93,8 +94,8 @@ def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str) -
         style = dict(marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)], markersize=4,
                      markeredgewidth=1.0)
         single = part["n_seeds"] <= 1 if "n_seeds" in part else pd.Series(False, index=part.index)
-        std = part["std"].where(~single) if "std" in part else None
-        ax.errorbar(part["x"], part["mean"], yerr=std, capsize=2, elinewidth=0.8,
+        bars = error_bars(part, single, bands) if "n_seeds" in part else None
+        ax.errorbar(part["x"], part["mean"], yerr=bars, capsize=2, elinewidth=0.8,
                     linestyle=CLASSIFIER_LINES.get(classifier, ":"), linewidth=1.2, markevery=list(~single),
                     label=figure_text(f"{curve} {classifier}"), **style)
         single_seed_markers(ax, part, single, style)
@@ -111,16 +112,17 @@ def _panel(ax, rows: pd.DataFrame, curves: list[str], title: str, ylabel: str) -
     ax.grid(True, alpha=0.3)
 
 
-def transfer_figure(summary: pd.DataFrame, out_dir) -> list[Path]:
+def transfer_figure(summary: pd.DataFrame, out_dir, bands: str = "std") -> list[Path]:
     """`transfer.png` / `.pdf` in `out_dir` (`draw_transfer`); [] without transfer results."""
     if transfer_rows(summary).empty:
         return []
-    return save_figure(draw_transfer(summary), Path(out_dir) / "transfer")
+    return save_figure(draw_transfer(summary, bands), Path(out_dir) / "transfer")
 
 
-def draw_transfer(summary: pd.DataFrame):
+def draw_transfer(summary: pd.DataFrame, bands: str = "std"):
     """The matplotlib figure: a panel per transfer task with results and one for the mean over the real datasets
-    (when any), a legend and a caption under them."""
+    (when any), a legend and a caption under them; `bands`: ± std bars or 95 % intervals (`plots.draw_task`)."""
+    check_bands(bands)
     rows = transfer_rows(summary)
     rows = rows.assign(curve=_curve(rows))
     mean = transfer_mean(summary)
@@ -138,7 +140,7 @@ def draw_transfer(summary: pd.DataFrame):
     fig, axes = new_figure(nrows, cols, figsize=(max(4.4, 3.2 * cols), height), dpi=130, squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         protocol = declaration(task).protocol
-        _panel(ax, rows[rows["task"] == task], curves, task.removeprefix("transfer-"), protocol.metric_label)
+        _panel(ax, rows[rows["task"] == task], curves, task.removeprefix("transfer-"), protocol.metric_label, bands)
     if not mean.empty:
         ax = axes.flat[len(tasks)]
         counts = sorted(set(mean["n_datasets"]))
@@ -150,7 +152,7 @@ def draw_transfer(summary: pd.DataFrame):
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    legend.update({h.get_label(): h for h in marker_key(axes.flat[0], size=4)})
+    legend.update({h.get_label(): h for h in marker_key(axes.flat[0], size=4, bands=bands)})
     handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, caption_inches / height))
@@ -158,6 +160,6 @@ def draw_transfer(summary: pd.DataFrame):
               "100 / classes)." if rows["chance"].notna().any() else "Chance level: not recorded.")
     mean_rule = " The mean panel: the mean over datasets of each dataset's mean, no error bars." if not mean.empty else ""
     fig.text(0.01, 0.01, caption(rows, chance, "x: k labelled images per class; full: every training image."
-                                 + mean_rule), fontsize=6.5, wrap=True, va="bottom")
+                                 + mean_rule, bands), fontsize=6.5, wrap=True, va="bottom")
     fig.tight_layout(rect=(0, (bottom + caption_inches) / height, 1, 1))
     return fig

@@ -35,19 +35,19 @@ def with_verdicts(summary: pd.DataFrame, frame: pd.DataFrame, records: list[dict
     if out.empty or frame.empty:
         return out
     by_path = {r["path"]: r for r in records}
-    group_records = {_key(key): [by_path[p] for p in g["path"]] for key, g in frame.groupby(group, dropna=False)}
+    group_records = {cell_key(key): [by_path[p] for p in g["path"]] for key, g in frame.groupby(group, dropna=False)}
     ours = out.index[out["source"] == "ours"]
     for i in ours:
-        interval = cell_interval(group_records[_key(out.loc[i, group])])
+        interval = cell_interval(group_records[cell_key(out.loc[i, group])])
         out.loc[i, ["ci_low", "ci_high", "ci_method"]] = [interval.low, interval.high, interval.method]
     for (task, family), table in out.loc[ours].groupby(["task", "family"]):
         if family == LABEL_FREE:  # label-free scores: no labelled subsets to pair, and higher is not always better
             continue
-        _column_verdicts(out, table, [group_records[_key(out.loc[i, group])] for i in table.index])
+        _column_verdicts(out, table, [group_records[cell_key(out.loc[i, group])] for i in table.index])
     return out
 
 
-def _key(values) -> tuple:
+def cell_key(values) -> tuple:
     """A summary row's group as a dictionary key (a missing value, e.g. a record without `method`, is NaN, and NaN
     is not equal to itself)."""
     return tuple("" if pd.isna(v) else v for v in values)

@@ -2,16 +2,24 @@
 and what a record holds."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from lowshot import evaluate
+from lowshot.benchmark import records
+from lowshot.benchmark.evidence import evidence_beside, evidence_path, read_evidence
 from lowshot.benchmark.features import default_workers, model_identity
-from lowshot.benchmark.records import record_path
+from lowshot.benchmark.records import record_path, write_record
 from lowshot.benchmark.runner import RunContext
 from lowshot.model_zoo import REGISTRY, load_model
-from lowshot.model_zoo.errors import NonFiniteError
+from lowshot.model_zoo.errors import NonFiniteError, WriteError
+from lowshot.model_zoo.files import atomic_write
+from lowshot.tasks.evidence import single_label_evidence
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +80,40 @@ def test_model_config_holds_what_decides_the_features(msn):
 def test_workers_default_from_the_machine(tmp_path):
     assert RunContext(tmp_path).workers == default_workers()
     assert RunContext(tmp_path, workers=0).workers == 0
+
+
+def _full_disk(path, text, what=""):
+    """records' atomic_write_text on a full disk: the temporary file cannot be written."""
+    def write(tmp):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return atomic_write(path, write, what=what)
+
+
+def test_a_record_that_cannot_be_written_leaves_no_evidence_file(tmp_path, monkeypatch):
+    results = tmp_path / "r"
+    monkeypatch.setattr(records, "atomic_write_text", _full_disk)
+    with pytest.raises(WriteError, match="cannot write the result record to .*json: No space left on device"):
+        evaluate("dino-tiny", "embedded-lowshot", settings="1img", classifiers="knn", results=results,
+                 cache=tmp_path / "c")
+    left = sorted(p.name for p in results.rglob("*") if p.is_file() and p.parent.name != ".locks")
+    assert left == [], left  # neither the record, nor its evidence, nor a temporary file (only the run's lock)
+    monkeypatch.undo()
+    evaluate("dino-tiny", "embedded-lowshot", settings="1img", classifiers="knn", results=results,
+             cache=tmp_path / "c")
+    written = sorted(results.rglob("*.json"))
+    assert len(written) == 3 and sorted(results.rglob("*.evidence.npz")) == sorted(
+        evidence_path(p) for p in written)  # a working disk: each record with its evidence
+
+
+def test_a_failed_record_puts_back_the_evidence_of_the_record_it_would_replace(tmp_path):
+    target = np.arange(6) % 3
+    path = record_path(tmp_path, "m", "embedded-lowshot", "1img", 1, "knn", "0123456789abcdef")
+    with evidence_beside(path, single_label_evidence(target, target)) as field:  # an earlier record, all correct
+        write_record(path, {"model": "m", "task": "embedded-lowshot", "setting": "1img", "seed": 1,
+                            "classifier": "knn", "main_score": "top1", "metrics": {"top1": 100.0}, "evidence": field})
+    earlier = {**json.loads(path.read_text()), "path": str(path)}
+    with pytest.raises(NonFiniteError):  # its rerun (another subset: all wrong) fails the record's validation
+        with evidence_beside(path, single_label_evidence((target + 1) % 3, target)):
+            raise NonFiniteError("top1 is nan")
+    assert read_evidence(earlier).arrays["correct"].all()  # the earlier record reads its own evidence again
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, evidence_path(path).name])

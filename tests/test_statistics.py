@@ -99,7 +99,7 @@ def test_resampled_scores_equal_the_metrics_at_unit_weights():
         confusion_matrix(preds[np.repeat(np.arange(30), w[:30])], masks[np.repeat(np.arange(30), w[:30])], 4))["miou"])
 
 
-def _write(results, model, seed, correct, target, setting="1img", classifier="logreg"):
+def _write(results, model, seed, correct, target, setting="1img", classifier="logreg", **fields):
     path = record_path(results, model, "embedded-lowshot", setting, seed, classifier, "0123456789abcdef")
     evidence = write_evidence(path, single_label_evidence(np.where(correct, target, target + 1), target))
     write_record(path, {"model": model, "method": "dino", "task": "embedded-lowshot", "family": "classification",
@@ -107,7 +107,7 @@ def _write(results, model, seed, correct, target, setting="1img", classifier="lo
                         "seed": seed, "classifier": classifier, "main_score": "top1",
                         "metrics": {"top1": float(100 * np.mean(correct))}, "identity": f"{model}-{seed}",
                         "data_fingerprint": {"labelled": f"subset-{seed}", "evaluation": "test"},
-                        "evidence": evidence})
+                        "evidence": evidence, **fields})
     return path
 
 
