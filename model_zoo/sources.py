@@ -27,6 +27,7 @@ import torch
 from . import download
 from .backbones import Backbone, TimmBackbone
 from .errors import BadInputError, MissingFileError, UnknownNameError
+from .errors import first_line as _first_line
 from .extractor import ModelInfo
 from .formats import Architecture
 from .registry import IMAGENET_MEAN, IMAGENET_STD, EvalConfig
@@ -337,11 +338,6 @@ def _refuse_custom_code(config_file: Path, repo: str, trust: bool) -> None:
 
 def _kinds(made) -> str:
     return f"({', '.join(type(m).__name__ for m in made)})" if isinstance(made, tuple) else type(made).__name__
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return lines[0] if lines else "no detail"
 
 
 def _py(target: str, weights_file, progress: bool, trust: bool = False):

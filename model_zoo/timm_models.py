@@ -24,6 +24,7 @@ import warnings
 import torch
 
 from .errors import BadInputError, LowshotWarning, UnknownNameError
+from .errors import first_line as _first_line
 from .formats import check_fits
 from .safe_load import CheckpointError, load_checkpoint
 
@@ -161,11 +162,6 @@ def data_config(model: torch.nn.Module) -> tuple[str, tuple, tuple]:
 
     cfg = timm.data.resolve_data_config({}, model=model)
     return cfg["interpolation"], tuple(cfg["mean"]), tuple(cfg["std"])
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return lines[0] if lines else "no detail"
 
 
 def timm_backbone(arch: str, options: dict, path, trust: bool, what: str):
