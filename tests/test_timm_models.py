@@ -54,6 +54,10 @@ def test_a_series_of_plain_timm_state_dicts_is_read_as_the_timm_architecture(tmp
         ours = lowshot.evaluate(module, "embedded-lowshot", **RUN).set_index("seed")["score"].sort_index()
         theirs = cli[cli["model"] == f"vt@step{step}"].set_index("seed")["score"].sort_index()
         assert len(ours) == 3 and ours.index.equals(theirs.index) and (ours.values == theirs.values).all(), step
+    from_python = lowshot.evaluate(run / "ckpt-step100.pth", "embedded-lowshot", arch=ARCH, **RUN)  # arch= as --arch
+    assert set(from_python["method"]) == {"timm"}
+    assert (from_python.set_index("seed")["score"].sort_index().values
+            == cli[cli["model"] == "vt@step100"].set_index("seed")["score"].sort_index().values).all()
 
     record = json.loads(next(results.rglob("*.json")).read_text())
     assert (record["method"], record["layout"], record["model_source"]) == ("timm", "timm", "file")
