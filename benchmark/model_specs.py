@@ -12,9 +12,10 @@
     --model 'runs/a/ckpt-*.pth:name=a' --arch vit_small_patch16_224   plain timm state dicts: the generic method
 
 Options follow the model after `:`, each `key=value`: name and step are the model's, any other key is a build
-option of a `timm:` name (kept with it, in any order); a model's own colons (`timm:`, `py:m:f`) stay its own. The step of a checkpoint comes from the file where its layout stores one (`lowshot pretrain` backbones:
-steps done; DINO / iBOT full checkpoints and MSN's: the epoch; see `model_zoo.loading.training_step`), else from
-the file name (`step1000`, `ep30`, `epoch_0030`, `checkpoint0040`); it is recorded in every record with where it
+option of a `timm:` name (kept with it, in any order); a model's own colons (`timm:`, `py:m:f`) stay its own.
+The step of a checkpoint comes from the file where its layout stores one (`lowshot pretrain` backbones: steps
+done; DINO / iBOT full checkpoints and MSN's: the epoch; see `model_zoo.loading.training_step`), else from the file
+name (`step1000`, `ep30`, `epoch_0030`, `checkpoint0040`); it is recorded in every record with where it
 came from. Models are loaded one at a time, when their turn comes (`load_spec`).
 """
 from __future__ import annotations

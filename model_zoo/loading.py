@@ -117,8 +117,8 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     method = method or known
     if method not in METHODS:
         raise BadInputError(f"{path}: name the evaluation rules with --method (Python: method=), one of "
-                            f"{', '.join(sorted(METHODS))}, or {GENERIC_METHOD} with --arch ARCH (Python: arch=) for a plain timm "
-                            f"state dict (got {method!r})")
+                            f"{', '.join(sorted(METHODS))}, or {GENERIC_METHOD} with --arch ARCH (Python: arch=) for "
+                            f"a plain timm state dict (got {method!r})")
     release_methods = (known,) if known else LAYOUTS[layout].methods
     if release_methods and method not in release_methods:
         warnings.warn(f"{path}: its layout {layout} is a {' / '.join(release_methods)} release format, but the "

@@ -147,7 +147,8 @@ def test_a_state_dict_that_does_not_fit_is_refused_in_one_line(tmp_path):
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert str(path) in lines[0] and "vit_small_patch16_224" in lines[0]
-    assert "missing (120): ['blocks.2.norm1.weight'" in lines[0]  # ten blocks of twelve tensors; every width-384 tensor of the first two blocks, patch embedding, norm
+    assert "missing (120): ['blocks.2.norm1.weight'" in lines[0]  # ten blocks of twelve tensors
+    # mis-shaped: every tensor of the two blocks, the embeddings and the norm (width 192, not 384); the first shown
     assert "mis-shaped (30): [" in lines[0] and "cls_token: file (1, 1, 192) vs model (1, 1, 384)" in lines[0]
     assert "blocks.1" not in lines[0]  # the first shape mismatch only
 
