@@ -232,8 +232,8 @@ def not_converged_text(records) -> str:
 
 def bench_arguments(b) -> None:
     from lowshot.model_zoo import FEATURES, METHODS
-    from lowshot.model_zoo.registry import GENERIC_METHOD
     from lowshot.model_zoo.formats import LAYOUTS
+    from lowshot.model_zoo.registry import GENERIC_METHOD
     from lowshot.tasks.classifiers import CLASSIFIERS
     from lowshot.tasks.registry import TASK_GROUPS, TASKS
 
