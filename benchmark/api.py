@@ -27,12 +27,14 @@ from .runner import RunContext, run_task
 
 
 def evaluate(model, tasks, *, settings=None, classifiers=None, data_root=None, results=None, cache=None,
-             device="cpu", name=None, progress=False) -> pd.DataFrame:
+             device="cpu", name=None, arch=None, progress=False) -> pd.DataFrame:
     """Run `tasks` on `model`; one row per record, with the columns of `records.csv`.
 
     model: anything `lowshot bench --model` takes (registry name, checkpoint path, `timm:`, `hf:`, `py:`), a timm
         token model (`torch.nn.Module` with `forward_intermediates`), or `(module, TokenAdapter)` for any other
-        module. An in-memory module's identity is a digest of its weights (and adapter); `name` labels it.
+        module. An in-memory module's identity is a digest of its weights (and adapter); `name` labels it. A `timm:`
+        name may carry build options (`"timm:vit_small_patch16_224:img_size=64"`); a plain timm state-dict file
+        is read with `arch="vit_small_patch16_224"` (the generic method, `--arch`).
     tasks: a task name, a group (`transfer`) or a list of them (`lowshot tasks` lists them).
     settings, classifiers: only these (e.g. `["1img"]`, `["knn"]`); default: every one of each task.
     data_root: the real datasets' root (`--data-root`); the embedded tasks need none.
@@ -52,7 +54,7 @@ def evaluate(model, tasks, *, settings=None, classifiers=None, data_root=None, r
                          FeatureCache(cache if cache else temporary("lowshot-features-")),
                          classifiers=tuple(classifiers) if classifiers else None,
                          settings=tuple(settings) if settings else None, device=str(device), progress=progress)
-        extractor = stack.enter_context(as_extractor(model, name=name, device=device, progress=progress))
+        extractor = stack.enter_context(as_extractor(model, name=name, device=device, progress=progress, arch=arch))
         return run_and_read(built, extractor, ctx)
 
 
@@ -79,7 +81,7 @@ def build_tasks(names: list[str], data_root=None, settings=None, skipped=None) -
 
 
 @contextlib.contextmanager
-def as_extractor(model, name: str | None = None, device="cpu", progress: bool = False):
+def as_extractor(model, name: str | None = None, device="cpu", progress: bool = False, arch: str | None = None):
     """A `FeatureExtractor` of `model` (see `evaluate`) for the duration of the block; an in-memory module is given
     back afterwards on its own device, in its own train/eval modes and with its own `requires_grad` flags."""
     from lowshot.model_zoo.extractor import FeatureExtractor
@@ -87,11 +89,13 @@ def as_extractor(model, name: str | None = None, device="cpu", progress: bool = 
     from lowshot.model_zoo.sources import TokenAdapter, in_memory_source
 
     if isinstance(model, (str, Path)):
-        extractor = load_model(str(model), device=device, progress=progress)
+        extractor = load_model(str(model), device=device, progress=progress, arch=arch)
         if name:
             extractor.info = replace(extractor.info, name=name)
         yield extractor
         return
+    if arch:
+        raise BadInputError("arch= goes with a checkpoint file (a plain timm state dict), not a module in memory")
     if isinstance(model, FeatureExtractor):
         module, make = model, lambda: model if not name else _renamed(model, name)
     elif isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], TokenAdapter):

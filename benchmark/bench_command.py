@@ -149,7 +149,8 @@ def _bench(args) -> int:
     built = build_tasks(asked, TaskOptions(args.data_root, args.splits, args.custom_splits), args.setting)
     planned = []  # before any work: every model x task's records and feature sets
     load = dict(method=args.method, num_heads=args.num_heads, layout=args.layout, weights=args.weights,
-                device=args.device, bf16=args.bf16, trust=args.trust_checkpoint, weights_file=args.weights_file)
+                device=args.device, bf16=args.bf16, trust=args.trust_checkpoint, weights_file=args.weights_file,
+                arch=args.arch)
     for spec in expand_models(resolve_models(args.model, embedded)):  # one model in memory at a time
         model = load_spec(spec, **load)
         planned.append((spec, [(task, plan_task(task, model, ctx)) for task in built]))
@@ -232,6 +233,7 @@ def not_converged_text(records) -> str:
 def bench_arguments(b) -> None:
     from lowshot.model_zoo import FEATURES, METHODS
     from lowshot.model_zoo.formats import LAYOUTS
+    from lowshot.model_zoo.registry import GENERIC_METHOD
     from lowshot.tasks.classifiers import CLASSIFIERS
     from lowshot.tasks.registry import TASK_GROUPS, TASKS
 
@@ -258,7 +260,12 @@ def bench_arguments(b) -> None:
                    "(default: literature values)")
     b.add_argument("--feature", choices=FEATURES,
                    help="feature every classifier reads (default: each classifier's own feature of the model)")
-    b.add_argument("--method", choices=sorted(METHODS), help="evaluation rules for a checkpoint file")
+    b.add_argument("--method", choices=sorted([*METHODS, GENERIC_METHOD]),
+                   help=f"evaluation rules for a checkpoint file; {GENERIC_METHOD}: a plain timm state dict, read as "
+                   "the timm architecture --arch names, with that architecture's own data config and feature")
+    b.add_argument("--arch", help="the timm architecture of plain timm state-dict checkpoint files (the generic method "
+                   f"{GENERIC_METHOD}; implies --method {GENERIC_METHOD}), with its pretrained tag and build options: "
+                   "vit_small_patch16_224, vit_small_patch16_224.dino:img_size=64")
     b.add_argument("--num-heads", type=at_least(1), help="attention heads of a checkpoint file (not inferable)")
     b.add_argument("--layout", choices=sorted(LAYOUTS), help="force the checkpoint layout instead of detecting it")
     b.add_argument("--weights", default="teacher", choices=["teacher", "student"],

@@ -50,7 +50,7 @@ def model_identity(model) -> dict:
     info = model.info
     return {"source": info.source, "checkpoint_sha256": info.sha256, "revision": info.revision, "layout": info.layout,
             "weights": info.weights, "method": info.method,
-            "architecture": {**asdict(info.arch), "num_heads": info.num_heads},
+            "architecture": info.architecture(),
             "eval_config": asdict(model.eval_config),
             "precision": "bf16" if model.bf16 else "fp32"}  # bf16 autocast runs on CUDA and CPU alike
 

@@ -7,11 +7,15 @@
                                                         `mc-a@step<N>` (or `mc-a@epoch<N>`) with its step
     --model 'runs/a/ckpt-*.pth:name=mc-a:step=from-name' the step read from the file name even where the file
                                                         stores one
+    --model timm:vit_small_patch16_224:img_size=64:name=s64  timm build options (`timm.create_model` keyword
+                                                        arguments; model_zoo/timm_models.py), part of the identity
+    --model 'runs/a/ckpt-*.pth:name=a' --arch vit_small_patch16_224   plain timm state dicts: the generic method
 
-Options follow the model after `:`, each `key=value` (name, step); a model's own colons (`timm:`, `py:m:f`) stay
-its own. The step of a checkpoint comes from the file where its layout stores one (`lowshot pretrain` backbones:
-steps done; DINO / iBOT full checkpoints and MSN's: the epoch; see `model_zoo.loading.training_step`), else from
-the file name (`step1000`, `ep30`, `epoch_0030`, `checkpoint0040`); it is recorded in every record with where it
+Options follow the model after `:`, each `key=value`: name and step are the model's, any other key is a build
+option of a `timm:` name (kept with it, in any order); a model's own colons (`timm:`, `py:m:f`) stay its own.
+The step of a checkpoint comes from the file where its layout stores one (`lowshot pretrain` backbones: steps
+done; DINO / iBOT full checkpoints and MSN's: the epoch; see `model_zoo.loading.training_step`), else from the file
+name (`step1000`, `ep30`, `epoch_0030`, `checkpoint0040`); it is recorded in every record with where it
 came from. Models are loaded one at a time, when their turn comes (`load_spec`).
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ from lowshot.model_zoo.errors import BadInputError, MissingFileError
 
 OPTIONS = ("name", "step")
 GLOB_CHARS = set("*?[")
+OPTION_KEY = re.compile(r"[a-z_][a-z0-9_]*")
 STEP_IN_NAME = re.compile(r"(?:^|[^a-z])(step|steps|it|iter|ep|epoch|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
 
 
@@ -37,17 +42,25 @@ class ModelSpec:
 
 
 def split_options(value: str) -> tuple[str, dict]:
-    """`path:name=x:step=from-name` -> ("path", {"name": "x", "step": "from-name"})."""
-    options = {}
+    """`path:name=x:step=from-name` -> ("path", {"name": "x", "step": "from-name"}); other `key=value` options are
+    build options of a `timm:` name and stay with it: `timm:a:name=x:img_size=64` -> ("timm:a:img_size=64", ...)."""
+    options, build, given = {}, [], value
     while True:
         head, sep, tail = value.rpartition(":")
         key, eq, option = tail.partition("=")
-        if not sep or not eq or key not in OPTIONS:
+        if not sep or not eq or not OPTION_KEY.fullmatch(key):
             break
         if key in options:
-            raise BadInputError(f"--model {value}: option {key}= given twice")
-        options[key] = option
+            raise BadInputError(f"--model {given}: option {key}= given twice")
+        if key in OPTIONS:
+            options[key] = option
+        else:
+            build.insert(0, tail)
         value = head
+    if build and not value.startswith("timm:"):
+        raise BadInputError(f"--model {given}: {', '.join(build)}: build options go with a timm:<name> model; for "
+                            "checkpoint files of a timm architecture give them with it: --arch ARCH:img_size=64")
+    value = ":".join([value, *build])
     if "step" in options and options["step"] != "from-name":
         raise BadInputError(f"--model ...:step={options['step']}: the only choice is step=from-name (the step "
                             "is otherwise read from the file, or from its name when the file stores none)")

@@ -131,7 +131,7 @@ class RunContext:
         record = {
             "model": info.name, "method": info.method, "model_source": info.source, "checkpoint": info.checkpoint,
             "checkpoint_sha256": info.sha256, "revision": info.revision, "weights": info.weights, "layout": info.layout,
-            "architecture": {**asdict(info.arch), "num_heads": info.num_heads},
+            "architecture": info.architecture(),
             "run": info.run, "training_step": info.training_step, "task": task, "family": family, "main_score": main_score,
             "setting": setting, "seed": seed, "classifier": classifier_id,
             "metrics": metrics, **{k: asdict(v) if is_dataclass(v) else v for k, v in fields.items()},

@@ -39,6 +39,11 @@ class Backbone(torch.nn.Module):
         return None
 
     @property
+    def own_feature(self) -> str:
+        """The feature the model itself gives as its image representation: its CLS token, else its pooled output."""
+        return "cls" if self.has_class_token else "pooled"
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -127,6 +132,13 @@ class TimmBackbone(Backbone):
         self.patch_size = patch[0] if isinstance(patch, (tuple, list)) else patch
         self.embed_dim = int(getattr(model, "embed_dim", getattr(model, "num_features", 0)))
         self.depth = len(model.blocks)
+        self.global_pool = str(getattr(model, "global_pool", "token") or "token")
+
+    @property
+    def own_feature(self) -> str:
+        """As timm's own head pools: the CLS token for global_pool 'token', else its pooled output (average,
+        attention pooling...; such models often have no final norm on the CLS token, only on the pooled output)."""
+        return "cls" if self.has_class_token and self.global_pool == "token" else "pooled"
 
     def block_outputs(self, x, keep_last):
         self.check_size(*x.shape[-2:])

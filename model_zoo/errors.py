@@ -44,6 +44,12 @@ class LowshotWarning(UserWarning):
     """Something the user should know that does not stop the run (a damaged cache file, a suspicious option)."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message (a library's multi-line message, shortened to its gist)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return lines[0] if lines else "no detail"
+
+
 def one_line(error: BaseException) -> str:
     """The message of `error` as one line. Errors raised in a DataLoader worker come back with the worker's
     traceback in their message: its last line is the original message."""

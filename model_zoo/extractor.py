@@ -17,7 +17,7 @@ Feature names (the contract tasks and tests rely on; P prefix tokens = CLS, then
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,12 @@ class ModelInfo:
     revision: str = ""  # hub revision (commit) of the weights, when known
     run: str = ""  # the training run a checkpoint of a series belongs to (`--model 'GLOB:name=RUN'`)
     training_step: dict | None = None  # {"value", "unit" (step | epoch), "from"} when the file or its name says
+    build: tuple = ()  # timm models: (("arch", name), (option, value), ...) they were built with (timm_models.py)
+
+    def architecture(self) -> dict:
+        """The architecture as records and cache keys carry it (the timm build only where there is one, so the
+        identity of every other model stays what it was)."""
+        return {**asdict(self.arch), "num_heads": self.num_heads, **({"build": dict(self.build)} if self.build else {})}
 
 
 @contextlib.contextmanager

@@ -164,13 +164,15 @@ def infer_architecture(sd: dict) -> Architecture:
 
 
 def check_fits(model: torch.nn.Module, sd: dict, source: str) -> None:
-    """Raise CheckpointError listing missing / unexpected / mis-shaped keys before a strict load."""
+    """Raise CheckpointError before a strict load, in one line: the counts of missing / unexpected keys with their
+    first names, and of mis-shaped tensors with the first of them (one wrong width mis-shapes every tensor)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]  # model order: blocks.2 before blocks.10
     unexpected = [k for k in sd if k not in expected]
     misshaped = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
                  for k in expected if k in sd and sd[k].shape != expected[k].shape]
     if missing or unexpected or misshaped:
-        parts = [f"{name} ({len(v)}): {v[:8]}{' ...' if len(v) > 8 else ''}"
-                 for name, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if v]
+        parts = [f"{name} ({len(v)}): {v[:shown]}{' ...' if len(v) > shown else ''}"
+                 for name, v, shown in (("missing", missing, 5), ("unexpected", unexpected, 5),
+                                        ("mis-shaped", misshaped, 1)) if v]
         raise CheckpointError(f"{source} does not fit the architecture; " + "; ".join(parts))

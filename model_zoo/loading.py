@@ -16,10 +16,10 @@ from . import download
 from .errors import BadInputError, LowshotWarning, MissingFileError, UnknownNameError
 from .extractor import FeatureExtractor, ModelInfo
 from .formats import LAYOUTS, Architecture, detect_layout, infer_architecture
-from .registry import METHODS, REGISTRY, EvalConfig, ModelEntry, eval_config, get_entry
+from .registry import GENERIC_METHOD, METHODS, REGISTRY, EvalConfig, ModelEntry, eval_config, get_entry
 from .release_files import build_backbone
 from .safe_load import CheckpointError, load_checkpoint
-from .sources import SOURCE_PREFIXES, load_source
+from .sources import SOURCE_PREFIXES, load_source, timm_file_source
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar", ".safetensors", ".bin", ".ckpt")
 PUBLIC_HEAD_DIM = 64  # ViT-S/6, B/12, L/16, H/16 heads
@@ -86,7 +86,7 @@ def _check_release_hash(path: Path, release_file: str) -> str:
 def load_model(name_or_path: str | Path, method: str | None = None, num_heads: int | None = None,
                layout: str | None = None, weights: str = "teacher", device: str | torch.device = "cpu",
                bf16: bool = False, trust: bool = False, progress: bool = True,
-               weights_file: str | Path | None = None) -> FeatureExtractor:
+               weights_file: str | Path | None = None, arch: str | None = None) -> FeatureExtractor:
     """Load a model as a FeatureExtractor: a registry name (downloaded and cached), a release file, or a model
     of another source (`timm:<name>`, `hf:<repo or directory>`, `py:<module>:<factory>`; `weights_file` loads
     a local weights file into a timm model instead of fetching it).
@@ -94,11 +94,19 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     For a file: `method` picks the evaluation rules (low-shot feature, pos-embed rule); `num_heads` is required
     (it cannot be inferred from weights) unless the file carries a config; `layout` is detected unless given.
     `weights="student"` selects the student / online encoder of a full training checkpoint.
+    `method="timm"` (the generic method; implied by `arch`) reads a plain timm state dict as the timm architecture
+    `arch` (`vit_small_patch16_224[:img_size=64...]`) with that architecture's own data config and feature.
     """
     if str(name_or_path).startswith(SOURCE_PREFIXES):
+        if arch:
+            raise BadInputError(f"--arch (Python: arch=) goes with a checkpoint file; {name_or_path} names its own "
+                                "model (build options: timm:<arch>:img_size=64)")
         backbone, config, info = load_source(str(name_or_path), weights_file, progress, trust)
         return FeatureExtractor(backbone, config, info, bf16=bf16).to(device)
     entry, path, digest = resolve_checkpoint(name_or_path, progress, weights_file)
+    if method == GENERIC_METHOD or arch:
+        backbone, config, info = _generic_timm(entry, path, digest, method, arch, num_heads, layout, weights, trust)
+        return FeatureExtractor(backbone, config, info, bf16=bf16).to(device)
     ckpt = load_checkpoint(path, trust=trust)
     layout = layout or (entry.layout if entry else detect_layout(ckpt))
     if layout not in LAYOUTS:
@@ -109,7 +117,8 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     method = method or known
     if method not in METHODS:
         raise BadInputError(f"{path}: name the evaluation rules with --method (Python: method=), one of "
-                            f"{', '.join(sorted(METHODS))} (got {method!r})")
+                            f"{', '.join(sorted(METHODS))}, or {GENERIC_METHOD} with --arch ARCH (Python: arch=) for "
+                            f"a plain timm state dict (got {method!r})")
     release_methods = (known,) if known else LAYOUTS[layout].methods
     if release_methods and method not in release_methods:
         warnings.warn(f"{path}: its layout {layout} is a {' / '.join(release_methods)} release format, but the "
@@ -137,6 +146,27 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
     info = ModelInfo(entry.name if entry else path.name, method, str(path), digest, layout, weights, arch, num_heads,
                      source="registry" if entry else "file", training_step=step)
     return FeatureExtractor(backbone, config, info, bf16=bf16).to(device)
+
+
+def _generic_timm(entry, path: Path, digest: str, method, arch, num_heads, layout, weights, trust: bool):
+    """The generic method: a plain timm state dict read as the timm architecture `arch`; the options that belong to
+    the release methods are refused rather than ignored."""
+    if entry:
+        raise BadInputError(f"--method {GENERIC_METHOD} / --arch go with a checkpoint file; {entry.name} is a "
+                            f"registry model with its own rules ({entry.method})")
+    if method not in (None, GENERIC_METHOD):
+        raise BadInputError(f"{path}: --arch (Python: arch=) goes with --method {GENERIC_METHOD} (a plain timm state "
+                            f"dict), not --method {method}")
+    if not arch:
+        raise BadInputError(f"{path}: --method {GENERIC_METHOD} reads a plain timm state dict as a timm architecture: "
+                            "name it with --arch (Python: arch=), e.g. --arch vit_small_patch16_224, with build "
+                            "options --arch vit_small_patch16_224:img_size=64")
+    given = [flag for flag, value in (("--num-heads", num_heads), ("--layout", layout),
+                                      ("--weights student", weights == "student")) if value]
+    if given:
+        raise BadInputError(f"{path}: {', '.join(given)} go(es) with the release methods; with --method "
+                            f"{GENERIC_METHOD} the timm architecture ({arch}) decides")
+    return timm_file_source(path, arch, digest, trust)
 
 
 def training_step(ckpt, layout: str, config: dict) -> dict | None:

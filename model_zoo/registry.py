@@ -68,6 +68,11 @@ METHODS: dict[str, EvalConfig] = {
 }
 
 
+# The generic method: a plain timm state dict read as a named timm architecture (`--method timm --arch ARCH`), with
+# that architecture's own data config and feature (model_zoo/timm_models.py) -- per architecture, so not in METHODS.
+GENERIC_METHOD = "timm"
+
+
 def eval_config(method: str, **overrides) -> EvalConfig:
     if method not in METHODS:
         raise UnknownNameError(f"unknown method {method!r}; known: {', '.join(sorted(METHODS))}")

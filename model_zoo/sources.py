@@ -27,10 +27,12 @@ import torch
 from . import download
 from .backbones import Backbone, TimmBackbone
 from .errors import BadInputError, MissingFileError, UnknownNameError
+from .errors import first_line as _first_line
 from .extractor import ModelInfo
 from .formats import Architecture
 from .registry import IMAGENET_MEAN, IMAGENET_STD, EvalConfig
 from .safe_load import load_checkpoint
+from .timm_models import build_record, check_known, data_config, parse_arch, timm_backbone
 
 SOURCE_PREFIXES = ("timm:", "hf:", "py:")
 
@@ -114,15 +116,31 @@ class HFBackbone(Backbone):
 
 def load_source(name: str, weights_file=None, progress: bool = True, trust: bool = False):
     """`timm:` / `hf:` / `py:` name -> (backbone, EvalConfig, ModelInfo). `trust` (CLI `--trust-checkpoint`) lets
-    an `hf:` directory run its own code (`auto_map`) and unpickle more than tensors; without it neither happens."""
+    an `hf:` directory run its own code (`auto_map`) and unpickle more than tensors; without it neither happens.
+    A `timm:` name may carry build options (`timm:vit_small_patch16_224:img_size=64`; model_zoo/timm_models.py)."""
     kind, _, rest = name.partition(":")
     if not rest:
         raise BadInputError(f"--model {name}: name the model after the prefix ({kind}:<name>)")
     if weights_file and kind != "timm":
         raise BadInputError(f"--weights-file goes with timm:<name>; {kind}: models bring their own weights")
+    build = ()
+    if kind == "timm":
+        arch, options = parse_arch(rest, f"--model {name}")
+        build = build_record(arch, options)
     backbone, interpolation, mean, std, checkpoint, digest, revision = {
         "timm": _timm, "hf": _hf, "py": _py}[kind](rest, weights_file, progress, trust)
-    config, info = _describe(backbone, kind, name, interpolation, mean, std, checkpoint, digest, revision, kind)
+    config, info = _describe(backbone, kind, name, interpolation, mean, std, checkpoint, digest, revision, kind,
+                             build)
+    return backbone, config, info
+
+
+def timm_file_source(path: Path, spec: str, digest: str, trust: bool = False):
+    """A plain timm state dict file read as architecture `spec` (`--arch`; the generic method `timm`) ->
+    (backbone, EvalConfig, ModelInfo): the architecture's own data config and feature, as `timm:<spec>`."""
+    arch, options = parse_arch(spec, f"--arch {spec}")
+    backbone, interpolation, mean, std = timm_backbone(arch, options, path, trust, f"--arch {spec}")
+    config, info = _describe(backbone, "timm", path.name, interpolation, mean, std, str(path), digest, "", "file",
+                             build_record(arch, options), layout="timm")
     return backbone, config, info
 
 
@@ -158,54 +176,32 @@ def adapter_digest(adapter: TokenAdapter) -> str:
 
 
 def _describe(backbone, method: str, name: str, interpolation, mean, std, checkpoint: str, digest: str, revision: str,
-              source: str):
+              source: str, build: tuple = (), layout: str | None = None):
     """The evaluation config (the model's own feature, normalisation and interpolation) and provenance of a
-    backbone from another source."""
-    feature = "cls" if backbone.has_class_token else "pooled"
+    backbone from another source; `build`: the timm architecture and build options, part of its identity."""
+    feature = backbone.own_feature
     config = EvalConfig(method, feature, "model", interpolation, "concat" if backbone.has_class_token else None,
                         eval_weights="model", knn_feature=feature, mean=tuple(mean), std=tuple(std))
     arch = Architecture(backbone.embed_dim, backbone.depth, backbone.patch_size or 0, 0, 0.0, False,
                         num_registers=backbone.num_prefix_tokens - int(backbone.has_class_token), position="model")
-    info = ModelInfo(name, method, checkpoint, digest, method, "model", arch, 0, source=source, revision=revision)
+    info = ModelInfo(name, method, checkpoint, digest, layout or method, "model", arch, 0, source=source,
+                     revision=revision, build=build)
     return config, info
 
 
 def _timm(name: str, weights_file, progress: bool, trust: bool = False):
-    import timm
-
-    if not timm.is_model(name.split(".")[0]):
-        raise UnknownNameError(f"timm has no model {name!r} (list them with timm.list_models('*dino*', "
-                               "pretrained=True))")
-    kwargs = {"num_classes": 0}
+    what = f"timm:{name}"
+    arch, options = parse_arch(name, what)
     revision = ""
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
             raise MissingFileError(f"--weights-file {path}: no such file")
     else:
-        path, revision = _timm_weights(name)
-    kwargs["pretrained_cfg_overlay"] = dict(file=str(path))
-    try:
-        model = timm.create_model(name, pretrained=True, dynamic_img_size=True, **kwargs)
-    except TypeError:  # a model without dynamic image sizes
-        model = timm.create_model(name, pretrained=True, **kwargs)
-    except RuntimeError as e:
-        raise BadInputError(f"timm:{name}: {path} does not fit the model: {str(e).splitlines()[0]}") from None
-    try:
-        backbone = TimmBackbone(model)
-        backbone.block_outputs(torch.zeros(1, 3, *_probe_size(model)), 1)
-    except (TypeError, AssertionError, AttributeError) as e:
-        raise BadInputError(f"timm:{name} is not a token model (ViT-like, forward_intermediates(output_fmt='NLC'))"
-                            f": {e}") from None
-    cfg = timm.data.resolve_data_config({}, model=model)
-    return (backbone, cfg["interpolation"], cfg["mean"], cfg["std"], str(path), download.sha256_file(path),
-            revision)
-
-
-def _probe_size(model) -> tuple[int, int]:
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", (16, 16))
-    grid = getattr(getattr(model, "patch_embed", None), "grid_size", (2, 2))
-    return patch[0] * grid[0], patch[1] * grid[1]
+        check_known(arch, what)  # before the hub is asked
+        path, revision = _timm_weights(arch)
+    backbone, interpolation, mean, std = timm_backbone(arch, options, path, trust, what)
+    return backbone, interpolation, mean, std, str(path), download.sha256_file(path), revision
 
 
 def _timm_weights(name: str) -> tuple[Path, str]:
@@ -344,11 +340,6 @@ def _kinds(made) -> str:
     return f"({', '.join(type(m).__name__ for m in made)})" if isinstance(made, tuple) else type(made).__name__
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return lines[0] if lines else "no detail"
-
-
 def _py(target: str, weights_file, progress: bool, trust: bool = False):
     module_name, _, factory_name = target.partition(":")
     if not factory_name:
@@ -405,9 +396,7 @@ def _module_backbone(module_obj: torch.nn.Module, adapter, what: str):
     except (TypeError, AttributeError) as e:
         raise BadInputError(f"{what}: a {type(module_obj).__name__}, not a timm token model ({_first_line(e)}); pass "
                             "(module, TokenAdapter(...)) to say how to read its tokens") from e
-    import timm
-    cfg = timm.data.resolve_data_config({}, model=module_obj)
-    return backbone, cfg["interpolation"], cfg["mean"], cfg["std"]
+    return (backbone, *data_config(module_obj))
 
 
 def state_digest(module: torch.nn.Module) -> str:
