@@ -42,7 +42,7 @@ from lowshot.model_zoo.pretrain import TINY, make_config, train
 from lowshot.model_zoo.pretrain.checkpoint import backbone_config, save_backbone
 from lowshot.model_zoo.pretrain.cli import parse_overrides
 from lowshot.model_zoo.pretrain.model import PretrainModel
-from lowshot.tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
+from lowshot.tasks.classifiers import CLASSIFIERS, DEFAULT_LAMBDA, LogisticRegression, preprocess
 from lowshot.tasks.datasets.synthetic import SyntheticScenes
 from lowshot.tasks.metrics import top1_accuracy
 
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
                    help=f"low-shot scores of the EMA teacher every N steps while training (default: "
                         f"{ABLATION_EVAL_EVERY} with --ablation, else none; 0: none)")
     p.add_argument("--eval-setting", nargs="+", default=ABLATION_EVAL_SETTINGS, help="embedded-lowshot settings")
-    p.add_argument("--eval-classifier", nargs="+", default=DEFAULT_CLASSIFIERS)
+    p.add_argument("--eval-classifier", nargs="+", default=DEFAULT_CLASSIFIERS, choices=list(CLASSIFIERS))
     p.add_argument("--eval-images", type=int, metavar="N", help="score on N evenly spaced evaluation images (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override (tuning)")
     args = p.parse_args(argv)
