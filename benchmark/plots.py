@@ -177,12 +177,22 @@ def family_plots(summary: pd.DataFrame, out_dir: str | Path, bands: str = "std")
 SERIES_POINT = ["task", "setting", "classifier", "run", "training_step"]
 
 
-def series_figure(frame: pd.DataFrame, out_dir: str | Path, bands: str = "std",
-                  summary: pd.DataFrame | None = None) -> list[Path]:
+def series_figure(frame: pd.DataFrame, out_dir: str | Path, bands: str = "std", summary: pd.DataFrame | None = None,
+                  stem: str = "series", title: str | None = None, note: str | None = None) -> list[Path]:
+    """Write `<out_dir>/<stem>.png` and `.pdf` of `draw_series`; returns their paths."""
+    return save_figure(draw_series(frame, bands, summary, title, note), Path(out_dir) / stem)
+
+
+SERIES_X = "x: the training step each checkpoint's file (or file name) gives."
+
+
+def draw_series(frame: pd.DataFrame, bands: str = "std", summary: pd.DataFrame | None = None,
+                title: str | None = None, note: str | None = None):
     """Score vs. training step of checkpoint series (records with a `training_step`, `lowshot bench --model
-    'GLOB:name=RUN'`): a panel per (task, setting), a line per run and classifier, the mean over seeds with
-    ± sample std as error bars, or with `bands="ci"` the 95 % interval of the point's cell in `summary` (one
-    checkpoint's records of one configuration; none for a point that mixes configurations)."""
+    'GLOB:name=RUN'`): a panel per (task, setting), a line per run and classifier (a run's colour and marker, a
+    classifier's line style), the mean over seeds with ± sample std as error bars, or with `bands="ci"` the 95 %
+    interval of the point's cell in `summary` (one checkpoint's records of one configuration; none for a point that
+    mixes configurations). `note`: the caption under the panels (default: what the points, bars and x are)."""
     check_bands(bands)
     rows = frame[frame["training_step"].notna() & (frame["family"] != "label-free")]
     if rows.empty:
@@ -196,19 +206,20 @@ def series_figure(frame: pd.DataFrame, out_dir: str | Path, bands: str = "std",
     columns = min(3, len(panels))
     fig, axes = new_figure(math.ceil(len(panels) / columns), columns, figsize=(4.4 * columns,
                            3.4 * math.ceil(len(panels) / columns)), dpi=150, squeeze=False)
-    lines = list(dict.fromkeys(zip(points["run"], points["classifier"])))
+    runs, classifiers = list(dict.fromkeys(rows["run"])), sorted(set(points["classifier"]))
     units = " / ".join(sorted(set(rows["step_unit"].dropna()))) or "step"
     for ax, (task, setting) in zip(axes.flat, panels):
         entry = declaration(task)
-        for i, (run, classifier) in enumerate(lines):
-            part = points[(points["task"] == task) & (points["setting"] == setting) & (points["run"] == run)
-                          & (points["classifier"] == classifier)]
-            if part.empty:
-                continue
-            ax.errorbar(part["training_step"], part["mean"], yerr=error_bars(part, part["count"] <= 1, bands),
-                        capsize=3, marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
-                        linestyle=LINES[(i // len(COLOURS)) % len(LINES)], markersize=5, linewidth=1.3,
-                        label=f"{run} ({classifier})")
+        for i, run in enumerate(runs):
+            for classifier in classifiers:
+                part = points[(points["task"] == task) & (points["setting"] == setting) & (points["run"] == run)
+                              & (points["classifier"] == classifier)]
+                if part.empty:
+                    continue
+                ax.errorbar(part["training_step"], part["mean"], yerr=error_bars(part, part["count"] <= 1, bands),
+                            capsize=3, marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)],
+                            linestyle=LINES[classifiers.index(classifier) % len(LINES)], markersize=5,
+                            linewidth=1.3, label=f"{run} ({classifier})")
         label = next((s.label for s in entry.declared_settings if s.name == setting), setting) if entry else setting
         ax.set_title(f"{task}, {setting} ({label})", fontsize=9)
         ax.set_xlabel(f"training {units}")
@@ -219,10 +230,11 @@ def series_figure(frame: pd.DataFrame, out_dir: str | Path, bands: str = "std",
         ax.set_visible(False)
     bars = "Mean over seeds. " + (interval_note(points) if bands == "ci" else
                                   "Error bars: ± sample std (none with one seed).")
-    fig.text(0.01, 0.01, f"{bars} x: the training step each checkpoint's file (or file name) gives.", fontsize=7.5,
-             va="bottom", wrap=True)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.text(0.01, 0.01, note or f"{bars} {SERIES_X}", fontsize=7.5, va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return save_figure(fig, Path(out_dir) / "series")
+    return fig
 
 
 def _point_intervals(rows: pd.DataFrame, summary: pd.DataFrame | None) -> pd.DataFrame:

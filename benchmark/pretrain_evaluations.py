@@ -73,6 +73,16 @@ def curve_figure(curve: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
     return save_figure(fig, out_stem)
 
 
+def series_records(curve: pd.DataFrame, run: str = "run") -> pd.DataFrame:
+    """evaluations.csv rows (column `run` naming each run) as the records `plots.draw_series` reads: one point per
+    (run, step, task, setting, classifier), the score being the mean over the setting's seeds."""
+    from lowshot.tasks.registry import declaration
+
+    families = {t: (declaration(t).family if declaration(t) else "") for t in set(curve["task"])}
+    return curve.rename(columns={run: "run", "step": "training_step"}).assign(
+        model=lambda f: f["run"], step_unit="step", family=lambda f: f["task"].map(families))
+
+
 DEFAULT_TASKS, DEFAULT_SETTINGS, DEFAULT_CLASSIFIERS = ["embedded-lowshot"], ["1img", "5img"], ["knn", "logreg"]
 
 
