@@ -7,6 +7,11 @@ import torch
 
 # The loss functions work in place on a scratch copy of the logits: on CPU, allocating a fresh
 # [N, C] tensor costs more than the arithmetic on it (page faults), so the solver keeps buffers.
+
+#: below this probability a float32 log loses digits to subnormals: the loss is computed from the logits' gap
+_TINY = 1e-30
+
+
 def softmax_ce_(Z: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Σ_i CE(y_i, z_i) and R = dLoss/dZ = softmax(Z) - onehot(y), computed in Z's storage.
 
@@ -29,10 +34,6 @@ def softmax_ce_(Z: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         loss[tiny] = gap[tiny] - P[tiny].amax(dim=1, keepdim=True).log()
     P.scatter_(1, y1, -rest)
     return float(loss.sum(dtype=torch.float64)), P
-
-
-#: below this probability a float32 log loses digits to subnormals: the loss is computed from the logits' gap
-_TINY = 1e-30
 
 
 def sigmoid_bce_(Z: torch.Tensor, S: torch.Tensor, M: torch.Tensor | None) -> tuple[float, torch.Tensor]:
