@@ -225,15 +225,19 @@ def draw_series(frame: pd.DataFrame, bands: str = "std", summary: pd.DataFrame |
         ax.set_xlabel(f"training {units}")
         ax.set_ylabel(entry.protocol.metric_label if entry else "score", fontsize=8)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
+    legend = {}  # one legend for all panels, beside them: inside a panel it covers its lines
+    for ax in axes.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(text, handle)
+    fig.legend(list(legend.values()), list(legend), fontsize=7, frameon=False, loc="center right")
     bars = "Mean over seeds. " + (interval_note(points) if bands == "ci" else
                                   "Error bars: ± sample std (none with one seed).")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.text(0.01, 0.01, note or f"{bars} {SERIES_X}", fontsize=7.5, va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1 - 1.6 / fig.get_figwidth(), 1))
     return fig
 
 
