@@ -4,7 +4,7 @@ The model zoo's training loop knows no task: the command passes it `PretrainEval
 callback. Every N steps (and at step 0) the encoder the evaluation uses is read by its method's rules, as
 `lowshot bench` reads the saved weights (`model_zoo.loading.vit_in_memory`), and scored by a `LowShotProbe`
 (features and records never written). At the end: `<out>/evaluations.csv` (step, task, setting, classifier, score
-= mean over the setting's seeds, n_seeds) and `<out>/evaluations.png|pdf`, score vs. step, a panel per task.
+= mean over the setting's seeds, n_seeds) and `<out>/evaluations.png|pdf`, score vs. step in the series figure.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 
 from lowshot.model_zoo.files import atomic_write_text
 
-from .figure_style import COLOURS, LINES, MARKERS, new_figure, save_figure
+from .figure_style import save_figure
 from .probe import CURVE_COLUMNS, LowShotProbe
 
 EVALUATIONS = "evaluations.csv"
@@ -49,28 +49,8 @@ class PretrainEvaluations:
             curve = pd.concat([before[~before["step"].isin(curve["step"])], curve], ignore_index=True)
         curve = curve.sort_values(["task", "setting", "classifier", "step"], kind="stable")[CURVE_COLUMNS]
         atomic_write_text(path, curve.to_csv(index=False, float_format="%.4f"))
-        return [path] + curve_figure(curve, out / "evaluations", title=f"{self.name}: low-shot scores while "
-                                     f"pretraining ({self.method})")
-
-
-def curve_figure(curve: pd.DataFrame, out_stem: Path, title: str) -> list[Path]:
-    """Score vs. training step: a panel per task, a line per (setting, classifier)."""
-    tasks = list(dict.fromkeys(curve["task"]))
-    fig, axes = new_figure(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        rows = curve[curve["task"] == task]
-        for i, ((setting, classifier), line) in enumerate(rows.groupby(["setting", "classifier"], sort=False)):
-            ax.plot(line["step"], line["score"], color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)],
-                    linestyle=LINES[(i // len(COLOURS)) % len(LINES)], markersize=4,
-                    label=f"{setting} {classifier} (mean of {int(line['n_seeds'].max())} seeds)")
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("score")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, out_stem)
+        title = f"{self.name}: low-shot scores while pretraining ({self.method})"
+        return [path] + save_figure(curve_figure(curve.assign(run=self.name), title), out / "evaluations")
 
 
 def series_records(curve: pd.DataFrame, run: str = "run") -> pd.DataFrame:
@@ -81,6 +61,18 @@ def series_records(curve: pd.DataFrame, run: str = "run") -> pd.DataFrame:
     families = {t: (declaration(t).family if declaration(t) else "") for t in set(curve["task"])}
     return curve.rename(columns={run: "run", "step": "training_step"}).assign(
         model=lambda f: f["run"], step_unit="step", family=lambda f: f["task"].map(families))
+
+
+def curve_figure(curve: pd.DataFrame, title: str, run: str = "run", runs_note: str = ""):
+    """The evaluations' rows in the series figure of `lowshot plot series` (a panel per task and setting, a line per
+    run and classifier, each point the mean over the setting's seeds); `runs_note`: a sentence on the runs for the
+    caption."""
+    from .plots import draw_series
+
+    seeds = "/".join(map(str, sorted(set(curve["n_seeds"].astype(int)))))
+    note = (f"Each point: the mean over the setting's {seeds} seeds (labelled subsets), no error bars. {runs_note}"
+            "x: the training step at which the teacher was evaluated.")
+    return draw_series(series_records(curve, run=run), title=title, note=note)
 
 
 DEFAULT_TASKS, DEFAULT_SETTINGS, DEFAULT_CLASSIFIERS = ["embedded-lowshot"], ["1img", "5img"], ["knn", "logreg"]

@@ -47,8 +47,7 @@ from lowshot.tasks.datasets.synthetic import SyntheticScenes
 from lowshot.tasks.metrics import top1_accuracy
 
 from .features import extract_features
-from .pretrain_evaluations import (DEFAULT_CLASSIFIERS, DEFAULT_TASKS, EVALUATIONS, PretrainEvaluations,
-                                   series_records)
+from .pretrain_evaluations import DEFAULT_CLASSIFIERS, DEFAULT_TASKS, EVALUATIONS, PretrainEvaluations, curve_figure
 from .probe import LowShotProbe
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "model_zoo" / "weights"
@@ -173,20 +172,10 @@ def ablation_curves(variants: list[str], work: Path, out: Path) -> list[Path]:
                         for v in variants], ignore_index=True)
     curves = curves[["variant", "step", "task", "setting", "classifier", "score", "n_seeds"]]
     path = atomic_write_text(out / CURVES, curves.to_csv(index=False, float_format="%.4f"))
-    return [path] + save_figure(ablation_figure(curves), out / CURVE_FIGURE)
-
-
-def ablation_figure(curves: pd.DataFrame):
-    """The curves of curves.csv in the series figure: a panel per (task, setting), a line per variant and classifier."""
-    from .plots import draw_series
-
-    seeds = "/".join(map(str, sorted(set(curves["n_seeds"].astype(int)))))
-    return draw_series(series_records(curves, run="variant"),
-                       title="Collapse-avoidance ablation (MaskCluster tiny): low-shot scores of the EMA teacher "
-                             "while it trains",
-                       note=f"Each point: the mean over the setting's {seeds} seeds (labelled subsets), no error bars. "
-                            "both = the shipped recipe (centering + ME-MAX); centering, memax, sinkhorn = that module "
-                            "alone. x: the training step at which the teacher was evaluated.")
+    figure = curve_figure(curves, "Collapse-avoidance ablation (MaskCluster tiny): low-shot scores of the EMA teacher "
+                          "while it trains", run="variant", runs_note="both = the shipped recipe (centering + ME-MAX); "
+                          "centering, memax, sinkhorn = that module alone. ")
+    return [path] + save_figure(figure, out / CURVE_FIGURE)
 
 
 def main(argv=None) -> int:
