@@ -127,8 +127,10 @@ def load_source(name: str, weights_file=None, progress: bool = True, trust: bool
     if kind == "timm":
         arch, options = parse_arch(rest, f"--model {name}")
         build = build_record(arch, options)
-    backbone, interpolation, mean, std, checkpoint, digest, revision = {
-        "timm": _timm, "hf": _hf, "py": _py}[kind](rest, weights_file, progress, trust)
+        made = _timm(arch, options, f"timm:{rest}", weights_file, trust)
+    else:
+        made = {"hf": _hf, "py": _py}[kind](rest, weights_file, progress, trust)
+    backbone, interpolation, mean, std, checkpoint, digest, revision = made
     config, info = _describe(backbone, kind, name, interpolation, mean, std, checkpoint, digest, revision, kind,
                              build)
     return backbone, config, info
@@ -189,9 +191,7 @@ def _describe(backbone, method: str, name: str, interpolation, mean, std, checkp
     return config, info
 
 
-def _timm(name: str, weights_file, progress: bool, trust: bool = False):
-    what = f"timm:{name}"
-    arch, options = parse_arch(name, what)
+def _timm(arch: str, options: dict, what: str, weights_file, trust: bool = False):
     revision = ""
     if weights_file:
         path = Path(weights_file).expanduser()
