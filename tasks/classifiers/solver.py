@@ -62,8 +62,6 @@ def _rowdot(A: torch.Tensor, B: torch.Tensor, block: int = 1 << 16) -> float:
     summed in float64 (the error of one float32 dot over all N·C entries grows with its length; this one's stays
     at a block's)."""
     rows = max(1, block // max(1, A.shape[1]))
-    if A.shape[0] <= rows:
-        return float(torch.dot(A.reshape(-1), B.reshape(-1)))
     return math.fsum(float(torch.dot(A[s:s + rows].reshape(-1), B[s:s + rows].reshape(-1)))
                      for s in range(0, A.shape[0], rows))
 
