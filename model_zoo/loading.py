@@ -133,7 +133,7 @@ def load_model(name_or_path: str | Path, method: str | None = None, num_heads: i
                             "(Python: num_heads=; ViT-S: 6, ViT-B: 12, ViT-L: 16, ViT-H: 16)")
     if given_heads and not entry and arch.embed_dim != PUBLIC_HEAD_DIM * num_heads:
         public = (f"num_heads={arch.embed_dim // PUBLIC_HEAD_DIM} would give it" if arch.embed_dim % PUBLIC_HEAD_DIM == 0
-                  else f"no head count gives it on this width")
+                  else "no head count gives it on this width")
         warnings.warn(f"{path}: num_heads={num_heads} on embed_dim {arch.embed_dim} gives head_dim "
                       f"{arch.embed_dim / num_heads:g}, but every public ViT has head_dim {PUBLIC_HEAD_DIM} ({public}); "
                       "the heads cannot be read from the weights, and a wrong count gives wrong features",
