@@ -46,6 +46,7 @@ import torch
 from lowshot.benchmark.perf.timing import sync
 
 from lowshot.tasks.classifiers import DEFAULT_LAMBDA, LogisticRegression, preprocess
+from lowshot.tasks.classifiers.newton import principal_axes
 from lowshot.tasks.classifiers.selection import BatchedFolds, SeparateFolds, cv_splits
 from lowshot.tasks.classifiers.solver import threads_for
 
@@ -91,11 +92,13 @@ def _median_seconds(fn, device: str, repeats: int) -> tuple[float, object]:
 
 def matmul_floor(fit: LogisticRegression, X: np.ndarray, device: str, repeats: int = 5) -> float:
     """Seconds of the fit's products with X alone: n_matmul x the mean of one X W and one X^T R, in the fit's
-    working dtype (float64 for Newton-CG), on its device."""
-    dtype = torch.float64 if fit.precision_.endswith("float64") and fit.solver_ == "newton-cg" else fit.dtype
-    Xt = torch.as_tensor(X, dtype=dtype, device=device)
-    W = torch.randn(Xt.shape[1], len(fit.classes_), dtype=dtype, device=device)
-    R = torch.randn(Xt.shape[0], len(fit.classes_), dtype=dtype, device=device)
+    working dtype, on its device (Newton-CG: float64, with X in its principal axes, [N, min(N, D)])."""
+    newton = fit.solver_ == "newton-cg"
+    Xt = torch.as_tensor(X, dtype=torch.float64 if newton else fit.dtype, device=device)
+    if newton:
+        Xt = principal_axes(Xt)[0]
+    W = torch.randn(Xt.shape[1], len(fit.classes_), dtype=Xt.dtype, device=device)
+    R = torch.randn(Xt.shape[0], len(fit.classes_), dtype=Xt.dtype, device=device)
     with threads_for(Xt.numel() * W.shape[1], Xt.device):   # the threads the fit ran on
         forward = _median_seconds(lambda: Xt @ W, device, repeats)[0]
         backward = _median_seconds(lambda: Xt.T @ R, device, repeats)[0]
