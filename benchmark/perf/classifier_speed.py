@@ -7,8 +7,8 @@
 ``--grid`` times the cross-validation of λ on a few-shot problem (features with a decaying spectrum, like a
 backbone's): the 15 (λ, fold) problems in one batched solve against one fit, against 15 separate fits (the
 default solver) and against 15 separate L-BFGS fits (how every fit was solved before), and prints one
-``name: ratio`` line each, the time of one fit against its matmul floor (its products with X, timed alone)
-included. Medians of ``--repeats`` runs.
+``name: ratio`` line each, the time of one fit against its matmul floor (its products with X, timed alone; for
+Newton-CG, X in its principal axes) included. Medians of ``--repeats`` runs.
 
 Random features shaped like a low-shot linear probe (Gaussian class means + isotropic noise,
 preprocessed per sample: centred, unit norm) and a held-out set from the same distribution. All

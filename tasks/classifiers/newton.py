@@ -17,8 +17,9 @@ backtracking (Armijo) on the logits Z + t·X D, which costs no matmul. Each prob
 and is then frozen: later iterations compute only the problems still running.
 
 Measured on a 16-shot problem (160 x 384, 10 classes, λ = 2.5e-4; ``classifier_speed --grid``'s features): the
-projection and the principal axes take the fit from 679 to 177 matmuls, and the mae-tiny transfer record that
-stopped at 1,000 Newton iterations (720 x 96 x 12, λ = 2.5e-7) converges in 159.
+projection and the principal axes take the fit from 679 products with X [160 x 384] to 177 with X V [160 x 160]
+(the grid's 15 problems in one solve: 5x faster), and the mae-tiny transfer record that stopped at 1,000 Newton
+iterations (720 x 96 x 12, λ = 2.5e-7) converges in 159.
 """
 from __future__ import annotations
 
