@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lowshot.tasks.classifiers import LambdaPolicy, LogisticRegression, choose_lambda, preprocess, select_lambda
+from lowshot.tasks.classifiers.newton import principal_axes
 from lowshot.tasks.classifiers.selection import BatchedFolds, cv_splits
 
 GRID = (0.00025, 0.0025, 0.025, 0.25, 2.5)
@@ -91,9 +92,8 @@ def test_the_grid_extends_past_the_edge_cross_validation_picks():
 def test_the_softmax_solution_has_no_component_along_its_flat_directions():
     """Adding the same vector to every class's weights leaves the cross-entropy unchanged, so the penalised optimum
     has W 1 = 0, and there the Hessian's only curvature is λ/N. A nearly separable problem at λ = 2.5e-7 (the edge
-    the grid extends to): the fit converges with class sums at rounding level, in few matmuls. A Jacobi
-    preconditioner whose output is not projected off that direction left class sums of 1e-2 of the weights and
-    took 1,677 matmuls (measured)."""
+    the grid extends to): the fit converges with class sums at rounding level, in few matmuls. The solver before the
+    projection off that direction left class sums of 1e-2 of the weights and took 1,677 matmuls (measured)."""
     X, y = badly_conditioned(240, 96, 12, 3.0, 1.0, seed=0)
     fit = LogisticRegression(lambd=2.5e-7).fit(X, y)
     assert fit.converged_ and fit.solver_ == "newton-cg"
@@ -104,8 +104,6 @@ def test_the_softmax_solution_has_no_component_along_its_flat_directions():
 def test_the_principal_axes_are_an_orthonormal_basis_of_the_rows():
     """The solve runs on X V: V must have orthonormal columns spanning X's rows (then X V V^T = X), with N < D (a
     rank-deficient X: repeated rows) and N > D."""
-    from lowshot.tasks.classifiers.newton import principal_axes
-
     rng = np.random.default_rng(0)
     for n, d in ((40, 96), (200, 32)):
         X = torch.as_tensor(rng.standard_normal((n, d)), dtype=torch.float64)
