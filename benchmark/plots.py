@@ -183,9 +183,6 @@ def series_figure(frame: pd.DataFrame, out_dir: str | Path, bands: str = "std", 
     return save_figure(draw_series(frame, bands, summary, title, note), Path(out_dir) / stem)
 
 
-SERIES_X = "x: the training step each checkpoint's file (or file name) gives."
-
-
 def draw_series(frame: pd.DataFrame, bands: str = "std", summary: pd.DataFrame | None = None,
                 title: str | None = None, note: str | None = None):
     """Score vs. training step of checkpoint series (records with a `training_step`, `lowshot bench --model
@@ -236,7 +233,8 @@ def draw_series(frame: pd.DataFrame, bands: str = "std", summary: pd.DataFrame |
                                   "Error bars: ± sample std (none with one seed).")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.text(0.01, 0.01, note or f"{bars} {SERIES_X}", fontsize=7.5, va="bottom", wrap=True)
+    fig.text(0.01, 0.01, note or f"{bars} x: the training step each checkpoint's file (or file name) gives.",
+             fontsize=7.5, va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.05, 1 - 1.6 / fig.get_figwidth(), 1))
     return fig
 

@@ -5,13 +5,12 @@ import math
 
 import torch
 
-# The loss functions work in place on a scratch copy of the logits: on CPU, allocating a fresh
-# [N, C] tensor costs more than the arithmetic on it (page faults), so the solver keeps buffers.
-
 #: below this probability a float32 log loses digits to subnormals: the loss is computed from the logits' gap
 _TINY = 1e-30
 
 
+# The loss functions work in place on a scratch copy of the logits: on CPU, allocating a fresh
+# [N, C] tensor costs more than the arithmetic on it (page faults), so the solver keeps buffers.
 def softmax_ce_(Z: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
     """Σ_i CE(y_i, z_i) and R = dLoss/dZ = softmax(Z) - onehot(y), computed in Z's storage.
 
