@@ -401,9 +401,9 @@ def test_select_lambda_uses_only_training_folds(monkeypatch):
 
     batched, orig_solve = [], selection.newton_cg
 
-    def spy_batch(X64, W, losses, regs, *args):
+    def spy_batch(X64, W, losses, regs, *args, **kwargs):
         batched.append((losses.weights > 0).sum(0).tolist())  # training rows of each problem
-        return orig_solve(X64, W, losses, regs, *args)
+        return orig_solve(X64, W, losses, regs, *args, **kwargs)
 
     monkeypatch.setattr(selection, "newton_cg", spy_batch)
     select_lambda(X, y, [0.01, 1.0], n_folds=3)  # one batched solve of the 6 problems

@@ -168,17 +168,19 @@ def principal_axes(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def newton_cg(X: torch.Tensor, W: torch.Tensor, losses, regs: torch.Tensor, tol: float, max_iter: int,
-              max_cg: int = 250, c1: float = 1e-4, max_backtracks: int = 60) -> list[dict]:
+              max_cg: int = 250, c1: float = 1e-4, max_backtracks: int = 60,
+              axes: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
     """Minimise F_k(W_k) = losses_k(X W_k) + regs_k/2 ||W_k||² for every problem k, updating W [D, K, C] in place.
 
     Problem k stops when ||∇F_k||_∞ <= tol · ||∇F_k(0)||_∞ ("converged"; the gradient in the coordinates of W),
     after ``max_iter`` Newton iterations ("max_iter"), or when no step along its Newton direction decreases F_k
-    within rounding ("no_progress"). The solve runs on :func:`principal_axes`. Returns one dict per problem: n_iter,
+    within rounding ("no_progress"). The solve runs on :func:`principal_axes` (``axes``: those of X, computed
+    before; a caller solving several batches on the same X passes them). Returns one dict per problem: n_iter,
     objective, grad_norm, initial_grad_norm, status, and n_matmul (the wide matmuls of the whole batch while that
     problem ran).
     """
     d, k_all, c = W.shape
-    F, V = principal_axes(X)
+    F, V = principal_axes(X) if axes is None else axes
     B = (V.T @ W.reshape(d, -1)).view(-1, k_all, c)
     info = _solve(F, V, B, losses, regs, tol, max_iter, max_cg, c1, max_backtracks)
     W.copy_((V @ B.reshape(V.shape[1], -1)).view(d, k_all, c))

@@ -11,7 +11,7 @@ import torch
 
 from .arrays import resolve_device, to_numpy, to_tensor
 from .logistic import DEFAULT_LAMBDA, LogisticRegression, batch_losses, multilabel_score
-from .newton import newton_cg
+from .newton import newton_cg, principal_axes
 from .solver import threads_for
 
 
@@ -149,6 +149,8 @@ class BatchedFolds:
             raise ValueError("X contains NaN/inf")
         self.y, self.mask, self.splits, self.multilabel, self.probe = y, mask, splits, multilabel, probe
         self.targets = probe._problem(self.X, y, mask, torch.float64)[2]
+        with threads_for(self.X.numel() * len(probe.classes_), self.X.device):   # as the solves run
+            self.axes = principal_axes(self.X)   # once for the grid and every λ added past its edge
         self.solutions: dict[float, torch.Tensor] = {}   # λ -> W [D, folds, C]
         self.info: list[dict] = []
 
@@ -175,7 +177,7 @@ class BatchedFolds:
             W = torch.cat([self.solutions[warm_from]] * len(lambdas), dim=1).clone()
         with threads_for(n * d * c, dev):   # the per-problem size: the batch's [N, K, C] operations are as small
             self.info += newton_cg(self.X, W, batch_losses(self.targets, weights, present), regs,
-                                   self.probe.tol, self.probe.max_iter)
+                                   self.probe.tol, self.probe.max_iter, axes=self.axes)
             out = {}
             for i, lam in enumerate(lambdas):
                 folds = range(i * len(self.splits), (i + 1) * len(self.splits))
