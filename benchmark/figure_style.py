@@ -5,11 +5,15 @@ switch, so importing or calling this leaves a notebook's backend as it was.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -136,11 +140,52 @@ def new_figure(nrows: int = 1, ncols: int = 1, **kwargs):
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
-def save_figure(fig, out_stem: str | Path) -> list[Path]:
-    """`<out_stem>.png` and `.pdf` of `fig` (each written atomically), then the figure is closed."""
+def save_figure(fig, out_stem: str | Path, stamp: str | None = None) -> list[Path]:
+    """`<out_stem>.png` and `.pdf` of `fig` (each written atomically); `stamp` (`save_drawn`) goes into both files'
+    metadata."""
     out_stem = Path(out_stem)
     # No creation date in the PDF: the same records give the same bytes.
-    metadata = {"png": None, "pdf": {"CreationDate": None}}
+    metadata = {"png": {} if stamp is None else {_STAMP_KEY: stamp},
+                "pdf": {"CreationDate": None, **({} if stamp is None else {"Keywords": f"{_STAMP_KEY} {stamp}"})}}
     paths = [atomic_write(out_stem.with_suffix(f".{ext}"), lambda tmp: fig.savefig(tmp, metadata=metadata[ext]),
                           suffix=f".tmp.{ext}") for ext in ("png", "pdf")]
     return paths
+
+
+_STAMP_KEY = "lowshot-inputs"
+
+
+def save_drawn(draw: Callable[[], Figure], out_stem: str | Path, *inputs) -> list[Path]:
+    """`save_figure(draw(), out_stem)`, unless `<out_stem>.png` and `.pdf` were both drawn from the same `inputs`
+    (data frames and arguments) by the same code and matplotlib: then nothing is drawn or written, so a rerun that
+    changes no record redraws no figure. The stamp that says so is in each file's metadata."""
+    out_stem = Path(out_stem)
+    stamp = _stamp(inputs)
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".pdf")]
+    marks = (f"{_STAMP_KEY}\0{stamp}", f"{_STAMP_KEY} {stamp}")  # a PNG tEXt chunk; the PDF's Info dictionary
+    if all(p.is_file() and mark.encode() in p.read_bytes() for p, mark in zip(paths, marks)):
+        return paths
+    return save_figure(draw(), out_stem, stamp)
+
+
+def _stamp(inputs) -> str:
+    digest = hashlib.sha256(_drawing_code().encode())
+    for item in inputs:
+        text = item.to_csv() if isinstance(item, pd.DataFrame) else repr(item)
+        digest.update(f"{len(text)}:{text}".encode())
+    return digest.hexdigest()
+
+
+@functools.cache
+def _drawing_code() -> str:
+    """The digest of what draws a figure besides its inputs: the package's sources and matplotlib's version."""
+    import lowshot.benchmark
+    import lowshot.model_zoo
+    import lowshot.tasks
+
+    digest = hashlib.sha256(matplotlib.__version__.encode())
+    for package in (lowshot.benchmark, lowshot.tasks, lowshot.model_zoo):
+        root = Path(package.__file__).parent
+        for source in sorted(root.rglob("*.py")):
+            digest.update(f"{source.relative_to(root)}\0".encode() + source.read_bytes())
+    return digest.hexdigest()

@@ -22,7 +22,7 @@ from lowshot.model_zoo.errors import BadInputError, UnknownNameError
 from lowshot.tasks.registry import declaration
 
 from .figure_style import (COLOURS, LINES, MARKERS, caption, chance_level, chance_line, chance_note, check_bands,
-                           error_bars, interval_note, marker_key, new_figure, save_figure, single_seed_markers,
+                           error_bars, interval_note, marker_key, new_figure, save_drawn, single_seed_markers,
                            staggered_ticks)
 from .escaping import figure_text
 from .leaderboard import GROUP
@@ -144,7 +144,8 @@ def curve_styles(curves: list[str]) -> dict[str, dict]:
 def plot_task(summary: pd.DataFrame, task: str, out_stem: str | Path, classifier: str | None = None,
               title: str | None = None, bands: str = "std") -> list[Path]:
     """Write `<out_stem>.png` and `.pdf` of `task`'s results; returns their paths."""
-    return save_figure(draw_task(summary, task, classifier, title, bands), out_stem)
+    return save_drawn(lambda: draw_task(summary, task, classifier, title, bands), out_stem,
+                      summary, task, classifier, title, bands)
 
 
 def figure1(summary: pd.DataFrame, out_dir: str | Path, task: str | None = None, bands: str = "std") -> list[Path]:
@@ -180,7 +181,8 @@ SERIES_POINT = ["task", "setting", "classifier", "run", "training_step"]
 def series_figure(frame: pd.DataFrame, out_dir: str | Path, bands: str = "std", summary: pd.DataFrame | None = None,
                   stem: str = "series", title: str | None = None, note: str | None = None) -> list[Path]:
     """Write `<out_dir>/<stem>.png` and `.pdf` of `draw_series`; returns their paths."""
-    return save_figure(draw_series(frame, bands, summary, title, note), Path(out_dir) / stem)
+    return save_drawn(lambda: draw_series(frame, bands, summary, title, note), Path(out_dir) / stem,
+                      frame, bands, summary, title, note)
 
 
 def draw_series(frame: pd.DataFrame, bands: str = "std", summary: pd.DataFrame | None = None,

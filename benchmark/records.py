@@ -10,6 +10,7 @@ their provenance (checkpoint sha256, versions, device, time).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
@@ -36,14 +37,21 @@ def record_path(results: str | Path, model: str, task: str, setting: str, seed: 
 
 
 def environment(device: str) -> dict:
-    versions = {}
+    return {"python": platform.python_version(), "packages": dict(_package_versions()), "device": device,
+            "machine": platform.machine()}
+
+
+@functools.cache
+def _package_versions() -> tuple[tuple[str, str], ...]:
+    """The installed versions of _PACKAGES, read once per process (reading a package's metadata parses its files:
+    ~1 ms each, which a run writing hundreds of records paid for every one)."""
+    versions = []
     for name in _PACKAGES:
         try:
-            versions[name] = metadata.version(name)
+            versions.append((name, metadata.version(name)))
         except metadata.PackageNotFoundError:
             pass
-    return {"python": platform.python_version(), "packages": versions, "device": device,
-            "machine": platform.machine()}
+    return tuple(versions)
 
 
 def write_record(path: Path, record: dict) -> Path:

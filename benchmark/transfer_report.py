@@ -21,7 +21,7 @@ from lowshot.tasks.transfer import TRANSFER_SETTINGS
 
 from .escaping import csv_text, figure_text, markdown_text
 from .figure_style import (COLOURS, MARKERS, caption, chance_level, chance_line, check_bands, error_bars, marker_key,
-                           new_figure, save_figure, single_seed_markers)
+                           new_figure, save_drawn, single_seed_markers)
 
 FAMILY = "transfer"
 MEAN_COLUMNS = ["model", "variant", "method", "classifier", "setting", "mean", "n_datasets", "datasets"]
@@ -116,7 +116,7 @@ def transfer_figure(summary: pd.DataFrame, out_dir, bands: str = "std") -> list[
     """`transfer.png` / `.pdf` in `out_dir` (`draw_transfer`); [] without transfer results."""
     if transfer_rows(summary).empty:
         return []
-    return save_figure(draw_transfer(summary, bands), Path(out_dir) / "transfer")
+    return save_drawn(lambda: draw_transfer(summary, bands), Path(out_dir) / "transfer", summary, bands)
 
 
 def draw_transfer(summary: pd.DataFrame, bands: str = "std"):

@@ -37,13 +37,15 @@ def with_verdicts(summary: pd.DataFrame, frame: pd.DataFrame, records: list[dict
     by_path = {r["path"]: r for r in records}
     group_records = {cell_key(key): [by_path[p] for p in g["path"]] for key, g in frame.groupby(group, dropna=False)}
     ours = out.index[out["source"] == "ours"]
-    for i in ours:
-        interval = cell_interval(group_records[cell_key(out.loc[i, group])])
-        out.loc[i, ["ci_low", "ci_high", "ci_method"]] = [interval.low, interval.high, interval.method]
+    cells = {i: group_records[cell_key(row)] for i, row in zip(ours, out.loc[ours, group].itertuples(index=False))}
+    intervals = [cell_interval(cells[i]) for i in ours]
+    out.loc[ours, "ci_low"] = [interval.low for interval in intervals]
+    out.loc[ours, "ci_high"] = [interval.high for interval in intervals]
+    out.loc[ours, "ci_method"] = [interval.method for interval in intervals]
     for (task, family), table in out.loc[ours].groupby(["task", "family"]):
         if family == LABEL_FREE:  # label-free scores: no labelled subsets to pair, and higher is not always better
             continue
-        _column_verdicts(out, table, [group_records[cell_key(out.loc[i, group])] for i in table.index])
+        _column_verdicts(out, table, [cells[i] for i in table.index])
     return out
 
 

@@ -138,3 +138,34 @@ def test_family_plots_of_a_knn_only_run(tmp_path):
     assert _curves(draw_task(summary, "embedded-lowshot", "knn")) == {"dino-tiny": ([1, 2], [10, 10], [None, None])}
     with pytest.raises(BadInputError, match="no classification results for task 'embedded-lowshot' and classifier logreg"):
         draw_task(summary, "embedded-lowshot", "logreg")
+
+
+def test_a_figure_is_redrawn_exactly_when_what_it_shows_changed(results, tmp_path, monkeypatch):
+    """`family_plots` again on the same records draws nothing and leaves the files as they were; a changed score
+    (any record: the figures' inputs are the whole summary), other error bars or a missing file draws again."""
+    from lowshot.benchmark import figure_style
+
+    out = tmp_path / "fam"
+    drawn = []
+    save = figure_style.save_figure
+    monkeypatch.setattr(figure_style, "save_figure", lambda fig, stem, stamp: drawn.append(fig) or save(fig, stem, stamp))
+
+    def plots_of(bands="std"):
+        drawn.clear()
+        family_plots(load_summary(results)[1], out, bands)
+        return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(out.iterdir())}
+
+    first = plots_of()
+    assert len(drawn) == 2 and len(first) == 4  # Figure 1 and the multi-label figure, png and pdf each
+    assert plots_of() == first and drawn == []
+    _record(results, "msn-vits16", "1img", 1, 49.5)  # one score changed
+    changed = plots_of()
+    assert len(drawn) == 2
+    msn = next(c for c in drawn[0].axes[0].containers if c.get_label() == "msn-vits16")
+    assert list(msn.lines[0].get_ydata()) == [49.5]
+    assert changed["figure1_imagenet-lowshot.png"][1] != first["figure1_imagenet-lowshot.png"][1]
+    (out / "multilabel_embedded-multilabel.pdf").unlink()
+    plots_of()
+    assert len(drawn) == 1 and (out / "multilabel_embedded-multilabel.pdf").is_file()
+    plots_of(bands="ci")
+    assert len(drawn) == 2

@@ -66,7 +66,7 @@ def _interval(summary, model, setting):
 def test_family_figure_bars_are_the_cells_intervals(tmp_path, monkeypatch, capsys):
     _, summary = _results(tmp_path / "r")
     drawn = []
-    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: drawn.append(fig) or [stem])
+    monkeypatch.setattr(plots, "save_drawn", lambda draw, stem, *inputs: drawn.append(draw()) or [stem])
     assert main(["plot", "families", str(tmp_path / "r"), "--bands", "ci", "--out", str(tmp_path / "f")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "f" / "classification_embedded-lowshot_knn")]
     (fig,) = drawn
@@ -100,7 +100,7 @@ def test_figure1_and_report_with_intervals(tmp_path, monkeypatch):
     root = tmp_path / "r"
     _, summary = _results(root, classifier="logreg")
     drawn = []
-    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: drawn.append(fig) or [stem])
+    monkeypatch.setattr(plots, "save_drawn", lambda draw, stem, *inputs: drawn.append(draw()) or [stem])
     assert main(["plot", "figure1", str(root), "--task", "embedded-lowshot", "--bands", "ci"]) == 0
     for setting, ends in _by_setting(_bars(drawn[0].axes[0])["b"]).items():
         assert ends == pytest.approx(_interval(summary, "b", setting)[:2], abs=1e-9)
@@ -123,7 +123,7 @@ def test_series_figure_bars_are_the_checkpoints_intervals(tmp_path, monkeypatch)
                    run="run-a", training_step={"value": step, "unit": "step"})
     frame, summary = load_summary(root, reference=None)
     drawn = []
-    monkeypatch.setattr(plots, "save_figure", lambda fig, stem: drawn.append(fig) or [stem])
+    monkeypatch.setattr(plots, "save_drawn", lambda draw, stem, *inputs: drawn.append(draw()) or [stem])
     assert main(["plot", "series", str(root), "--bands", "ci"]) == 0
     assert main(["plot", "series", str(root)]) == 0
     ci, std = (_bars(fig.axes[0])["run-a (knn)"] for fig in drawn)

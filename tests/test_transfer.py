@@ -122,7 +122,8 @@ def _bench(*args):
 @pytest.mark.slow
 def test_every_fake_through_the_cli_then_a_rerun_computes_nothing(tmp_path, capsys):
     """`--task transfer` over a root holding every fake: one record per (dataset, k, seed, classifier), the
-    label-free scores, the mean over the 13 datasets, the figure; a rerun computes no feature and writes nothing."""
+    label-free scores, the mean over the 13 datasets, the figure; a rerun computes no feature, writes no record and
+    draws no figure."""
     root, results, cache = tmp_path / "data", tmp_path / "results", tmp_path / "cache"
     write_all(root)
     assert _bench("--task", "transfer", "--data-root", root, "--results", results, "--cache", cache) == 0
@@ -152,11 +153,12 @@ def test_every_fake_through_the_cli_then_a_rerun_computes_nothing(tmp_path, caps
     _check_drawn_transfer_figure(results, scored)
     assert "transfer-pets label-free rankme mean" in (results / "leaderboard.csv").read_text().splitlines()[0]
     assert "0 computed" not in first
-    before, cached = _stamps(results, "*.json"), _stamps(cache, "*")
-    assert len(before) == len(records) and cached
+    before, cached, figure = _stamps(results, "*.json"), _stamps(cache, "*"), _stamps(results, "transfer.p[nd][gf]")
+    assert len(before) == len(records) and cached and len(figure) == 2
 
     assert _bench("--task", "transfer", "--data-root", root, "--results", results, "--cache", cache) == 0
     assert _stamps(results, "*.json") == before and _stamps(cache, "*") == cached  # nothing rewritten or added
+    assert _stamps(results, "transfer.p[nd][gf]") == figure  # nor the figure redrawn
     again = capsys.readouterr().out
     assert "0 record(s) written" in again and "0 hit(s), 0 computed" in again
 
