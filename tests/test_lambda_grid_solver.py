@@ -62,17 +62,25 @@ def test_the_batched_grid_equals_separate_fits(case):
     assert select_lambda(X, y, GRID, multilabel=multilabel, mask=mask) == (best, scores)
 
 
-def test_a_nearly_separable_few_shot_fit_converges():
-    """16 shots x 10 classes, 96 dims, λ = 2.5e-4 (λ/N = 1.6e-6): L-BFGS (the solver every fit used before) stops
-    at max_iter 1000; the default solver (Newton-CG for problems this small) converges, to the exact minimum."""
+def test_a_nearly_separable_few_shot_fit_converges(monkeypatch):
+    """16 shots x 10 classes, 96 dims, λ = 2.5e-4 (λ/N = 1.6e-6): plain L-BFGS (the solver every fit used before)
+    stops at max_iter 1000; the default solver (Newton-CG for problems this small) converges, to the exact minimum,
+    and so does L-BFGS in the features' preconditioned coordinates (the solver of larger problems)."""
+    from lowshot.tasks.classifiers import logistic
+
     X, y = badly_conditioned(160, 96, 10, 3.0, 2.0, seed=0)
-    with pytest.warns(RuntimeWarning, match="max_iter reached"):
-        lbfgs = LogisticRegression(lambd=2.5e-4, solver="lbfgs").fit(X, y)
+    exact = LogisticRegression(lambd=2.5e-4, solver="newton", tol=1e-12).fit(X, y)
+    preconditioned = LogisticRegression(lambd=2.5e-4, solver="lbfgs").fit(X, y)
+    assert preconditioned.converged_ and preconditioned.n_iter_ < 300  # 162 when written
+    assert preconditioned.objective_ == pytest.approx(exact.objective_, rel=1e-6)
+    with monkeypatch.context() as plain:
+        plain.setattr(logistic, "feature_preconditioner", lambda X: None)
+        with pytest.warns(RuntimeWarning, match="max_iter reached"):
+            lbfgs = LogisticRegression(lambd=2.5e-4, solver="lbfgs").fit(X, y)
     assert lbfgs.stop_reason_ == "max_iter" and lbfgs.n_iter_ == 1000
     fit = LogisticRegression(lambd=2.5e-4).fit(X, y)
     assert fit.converged_ and fit.solver_ == "newton-cg" and fit.n_iter_ < 50
     assert fit.convergence_info()["solver"] == "newton-cg" and fit.rel_grad_norm_ <= 1e-6
-    exact = LogisticRegression(lambd=2.5e-4, solver="newton", tol=1e-12).fit(X, y)
     assert fit.objective_ == pytest.approx(exact.objective_, rel=1e-9)
     assert np.abs(fit.coef_ - exact.coef_).max() <= 1e-3 * np.abs(exact.coef_).max()
 

@@ -22,7 +22,7 @@ import torch
 from ..metrics import mean_average_precision
 from .arrays import check_2d, like_input, resolve_device, to_numpy, to_tensor
 from .newton import SigmoidLosses, SoftmaxLosses, newton_cg
-from .solver import lbfgs_linear, sigmoid_bce_, softmax_ce_, threads_for
+from .solver import feature_preconditioner, lbfgs_linear, sigmoid_bce_, softmax_ce_, threads_for
 
 #: Default λ (the total penalty, before the division by N that MSN applies): MSN's README value for 1/2/5 images
 #: per class, the fallback wherever λ cannot be cross-validated.
@@ -83,7 +83,9 @@ class LogisticRegression:
     Newton-CG in float64 (:mod:`.newton`; nearly separable and badly conditioned, L-BFGS may stop at max_iter on
     them, Newton reaches the tolerance in tens of iterations), larger ones by L-BFGS; ``"newton"`` or ``"lbfgs"``
     forces one. L-BFGS: full-batch in torch (float32 by default, ``dtype=torch.float64`` optional; CPU
-    or CUDA), started from W = 0, with the loss and gradient computed by hand (no autograd). Since
+    or CUDA), started from W = 0, with the loss and gradient computed by hand (no autograd), its quasi-Newton
+    model built in coordinates preconditioned by the features' second moment (``solver.feature_preconditioner``:
+    on features with a decaying spectrum 5-10x fewer iterations, none more on isotropic ones). Since
     the model is linear, the line search moves along precomputed logits Z + t·X D, so an iteration
     costs two [N, D] x [D, C] matmuls plus a few cheap passes over the [N, C] logits. Memory: three
     [N, C] buffers in the working dtype and 2·history_size float64 [D, C] curvature vectors.
@@ -106,7 +108,9 @@ class LogisticRegression:
     for tighter fits.
 
     ``device``: None = the device of a torch ``X``, else CPU; "cuda" raises if CUDA is absent.
-    ``history_size``: number of L-BFGS curvature pairs kept. ``solver_`` after ``fit``: "newton-cg" or "lbfgs".
+    ``history_size``: number of L-BFGS curvature pairs kept (10, as scikit-learn's and SciPy's L-BFGS: on seven
+    problem shapes, 20 took from 7 % fewer to 6 % more iterations and reads twice the memory per iteration).
+    ``solver_`` after ``fit``: "newton-cg" or "lbfgs".
 
     After ``fit``: ``coef_`` [D, C] (numpy, like cyanure's ``coef_``), ``classes_``, ``n_iter_``
     (L-BFGS iterations), ``n_matmul_`` ([N, D] x [D, C] products, the cost unit), ``grad_norm_``
@@ -117,7 +121,7 @@ class LogisticRegression:
 
     def __init__(self, lambd: float = DEFAULT_LAMBDA, max_iter: int = 1000, tol: float = 1e-6,
                  device: Any = None, multilabel: bool = False, dtype: torch.dtype = torch.float32,
-                 history_size: int = 20, solver: str = "auto"):
+                 history_size: int = 10, solver: str = "auto"):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
@@ -154,14 +158,15 @@ class LogisticRegression:
             return self._finish()
         W = torch.zeros(d, len(self.classes_), dtype=self.dtype, device=dev)
         with threads_for(Xt.numel() * W.shape[1], Xt.device):
-            info = lbfgs_linear(Xt, W, loss_fn, reg, self.tol, g0, self.max_iter, self.history_size)
+            Q = feature_preconditioner(Xt)
+            info = lbfgs_linear(Xt, W, loss_fn, reg, self.tol, g0, self.max_iter, self.history_size, precondition=Q)
             self.precision_ = str(self.dtype).replace("torch.", "")
             if info["status"] == "no_progress" and self.dtype != torch.float64:
                 # float32 cannot measure a further decrease: go on in float64 from where it stopped
                 X64, W64 = Xt.double(), W.double()
                 loss64 = self._problem(X64, y, mask, torch.float64)[0]
                 more = lbfgs_linear(X64, W64, loss64, reg, self.tol, g0, max(1, self.max_iter - info["n_iter"]),
-                                    self.history_size)
+                                    self.history_size, precondition=Q)
                 info = {**more, "n_iter": info["n_iter"] + more["n_iter"],
                         "n_matmul": info["n_matmul"] + more["n_matmul"]}
                 W, self.precision_ = W64, f"{self.precision_}, then float64"

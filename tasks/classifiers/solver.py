@@ -140,8 +140,35 @@ class threads_for:
         torch.set_num_threads(self.saved)
 
 
+#: `feature_preconditioner` leaves features whose largest second-moment eigenvalue is at most this many times the
+#: mean to plain L-BFGS (Q's condition number would be at most 1 + this)
+NEARLY_ISOTROPIC = 4.0
+
+
+def feature_preconditioner(X: torch.Tensor) -> torch.Tensor | None:
+    """Q = (C + μI)^(-1/2) in float64, scaled to a unit mean diagonal: C = XᵀX / N (the features' second moment),
+    μ = tr(C) / D (its mean eigenvalue). `lbfgs_linear` builds its quasi-Newton model in the coordinates V = Q⁻¹ W.
+
+    Why: the cross-entropy's curvature along a feature direction scales with its variance, and backbone features
+    have decaying spectra (λ_max(C) = 31-94 μ for the embedded tiny models' 96-d features): plain L-BFGS then needs
+    hundreds of iterations or stops at max_iter. Why the shrinkage μ: the softmax's curvature is not the covariance
+    (it concentrates on the uncertain samples), and whitening fully costs iterations even on isotropic features.
+    Measured on 12,811 x 384, 1,000 classes: μ = mean eigenvalue takes features with variance ∝ j^-2 from 426
+    iterations to 43 (∝ j^-1: 86 to 35); μ = 1e-2 and 1e-4 x the mean took isotropic features from 28 to 39 and 291.
+    None (plain L-BFGS) for nearly isotropic features, λ_max(C) <= NEARLY_ISOTROPIC μ (those 28 iterations either
+    way, and Q would cost two products per iteration), and for all-zero ones."""
+    cov = torch.mm(X.T, X).double().div_(X.shape[0])
+    eigenvalues, U = torch.linalg.eigh(cov)
+    eigenvalues = eigenvalues.clamp_min(0)
+    shrink = float(eigenvalues.mean())
+    if not float(eigenvalues[-1]) > NEARLY_ISOTROPIC * shrink:
+        return None
+    Q = (U * (eigenvalues + shrink).rsqrt()) @ U.T
+    return Q.div_(Q.diagonal().mean())
+
+
 def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.1, c2_first=1e-3,
-                  refresh=20):
+                  refresh=20, precondition: torch.Tensor | None = None):
     """Minimise F(W) = loss_fn(X W) / N + reg/2 ||W||² with L-BFGS, updating W in place.
 
     The model is linear, so along a search direction D the logits are Z + t·(X D): an iteration
@@ -158,6 +185,10 @@ def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.
     The [N, C]-sized work runs in X's dtype; the solver's own state (W, ∇F, directions, curvature
     pairs) is kept in float64, which costs little ([D, C] only) and keeps the penalty terms and
     inner products free of float32 rounding noise.
+
+    ``precondition`` (Q, [D, D], `feature_preconditioner`): the quasi-Newton model is built in the coordinates
+    V = Q⁻¹ W (gradients Q ∇F, steps Q⁻¹ s, directions mapped back by Q); everything else, the stopping rule
+    included, stays in W's. Two [D, D] x [D, C] float64 products per iteration.
 
     Stops when ||∇F||_∞ <= tol · g0_norm ("converged"), after ``max_iter`` iterations
     ("max_iter"), or when the line search finds no decrease ("no_progress": the precision floor).
@@ -177,8 +208,14 @@ def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.
         lsum, R = loss_fn(buf.copy_(Z))
         return lsum / n + 0.5 * reg * _dot(W64, W64), gradient(R)
 
+    Q = precondition
+
+    def times_q(A):                             # a gradient into V's coordinates, a direction out of them
+        return A if Q is None else torch.mm(Q, A)
+
     f, G = exact()
-    g_products = None                           # [S'G; Y'G] of the current G, when the last push computed them
+    GV = times_q(G)                             # the gradient in V's coordinates
+    g_products = None                           # [S'GV; Y'GV] of the current GV, when the last push computed them
     n_matmul, stale, it, status = 2, 0, 0, "max_iter"
     while True:
         if float(G.abs().max()) <= tol * g0_norm:
@@ -186,15 +223,18 @@ def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.
                 status = "converged"
                 break
             (f, G), n_matmul, stale = exact(), n_matmul + 2, 0   # re-check without drift
-            g_products = None
+            GV, g_products = times_q(G), None
             continue
         if it >= max_iter:
             break
-        D = -memory.apply(G.reshape(-1), g_products).reshape(G.shape)   # D = -H ∇F
+        DV = -memory.apply(GV.reshape(-1), g_products).reshape(G.shape)   # D = -Q H Q ∇F
+        D = times_q(DV)
         gtd = _dot(G, D)
         if gtd >= 0:                            # not a descent direction (numerics): restart
             memory = _LBFGSMemory(history_size, W.numel(), W.device)
-            D, gtd = -G, -_dot(G, G)
+            DV = -GV
+            D = times_q(DV)
+            gtd = _dot(G, D)
         torch.mm(X, D.to(dtype), out=ZD)
         n_matmul += 1
         # first iteration (steepest descent from W = 0): start where the logits move by ~1
@@ -208,13 +248,14 @@ def lbfgs_linear(X, W, loss_fn, reg, tol, g0_norm, max_iter, history_size, c2=0.
         W.copy_(W64)
         Z.add_(ZD, alpha=t)
         G_new = gradient(R)
+        GV_new = times_q(G_new)
         n_matmul += 1
-        s_vec, y_vec = D.mul_(t).reshape(-1), (G_new - G).reshape(-1)
+        s_vec, y_vec = DV.mul_(t).reshape(-1), (GV_new - GV).reshape(-1)
         sy = _dot(s_vec, y_vec)
         g_products = None
         if sy > 1e-10 * _dot(y_vec, y_vec):     # usable curvature pair (always, F is convex)
-            g_products = memory.push(s_vec, y_vec, G_new.reshape(-1))
-        f, G = f_new, G_new
+            g_products = memory.push(s_vec, y_vec, GV_new.reshape(-1))
+        f, G, GV = f_new, G_new, GV_new
         it, stale = it + 1, stale + 1
         if stale % refresh == 0:                # drop the drift of the incremental logits
             torch.mm(X, W, out=Z)
