@@ -11,9 +11,9 @@ import math
 from pathlib import Path
 from typing import Callable
 
+import matplotlib
 import numpy as np
 import pandas as pd
-import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
