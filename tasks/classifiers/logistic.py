@@ -85,8 +85,8 @@ class LogisticRegression:
     forces one. L-BFGS: full-batch in torch (float32 by default, ``dtype=torch.float64`` optional; CPU
     or CUDA), started from W = 0, with the loss and gradient computed by hand (no autograd), its quasi-Newton
     model built in coordinates preconditioned by the features' second moment (``solver.feature_preconditioner``:
-    measured on features with decaying spectra, 2.5-10x fewer iterations; nearly isotropic ones are left as they were). Since
-    the model is linear, the line search moves along precomputed logits Z + t·X D, so an iteration
+    measured on features with decaying spectra, 2.5-10x fewer iterations; nearly isotropic ones are left as
+    they were). Since the model is linear, the line search moves along precomputed logits Z + t·X D, so an iteration
     costs two [N, D] x [D, C] matmuls plus a few cheap passes over the [N, C] logits. Memory: three
     [N, C] buffers in the working dtype and 2·history_size float64 [D, C] curvature vectors.
 
