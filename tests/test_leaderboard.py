@@ -148,7 +148,8 @@ def test_a_figure_is_redrawn_exactly_when_what_it_shows_changed(results, tmp_pat
     out = tmp_path / "fam"
     drawn = []
     save = figure_style.save_figure
-    monkeypatch.setattr(figure_style, "save_figure", lambda fig, stem, stamp: drawn.append(fig) or save(fig, stem, stamp))
+    monkeypatch.setattr(figure_style, "save_figure",
+                        lambda fig, stem, stamp: drawn.append(fig) or save(fig, stem, stamp))
 
     def plots_of(bands="std"):
         drawn.clear()
